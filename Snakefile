@@ -1,0 +1,21 @@
+# compbias: does compressing an instruction LLM create bias that perplexity does not show?
+# Usage: snakemake --cores 1 all [--configfile config/demo.yaml]
+
+# config/config.yaml is the paper's study; a --configfile given on the command line replaces it
+# (several --configfile are merged in order, so a second one overrides keys of the first).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/items.smk"
+include: "workflow/rules/checkpoints.smk"
+include: "workflow/rules/answers.smk"
+include: "workflow/rules/rates.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,197 @@
+"""Scores shards (one forward pass per item) and per-seed answer shards sampled from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from . import prompts
+from .sampling import LETTERS, invert, parse_letter, sorted_distribution, uniform
+
+ANSWER_SCHEMA = {
+    "item_id": pl.String, "category": pl.String, "condition": pl.String,
+    "polarity": pl.String, "shard": pl.Int64, "seed": pl.Int64, "choice": pl.Int64,
+    "role": pl.String, "method": pl.String, "text": pl.String,
+    "p_ans0": pl.Float64, "p_ans1": pl.Float64, "p_ans2": pl.Float64,
+    "letter_mass": pl.Float64, "p_biased": pl.Float64, "p_anti": pl.Float64,
+    "p_unknown": pl.Float64, "compute_dtype": pl.String, "dequantized": pl.Boolean,
+}
+
+
+@dataclass
+class PromptSpec:
+    """What the model is asked: templates and option order."""
+
+    system: str = prompts.DEFAULT_SYSTEM
+    user: str = prompts.DEFAULT_USER
+    option_order: str = "fixed"
+
+    def tokens(self, tokenizer, items: pl.DataFrame, seed: int) -> list[list[int]]:
+        """Chat-templated token ids of every item, in table order."""
+        return [
+            prompts.render(tokenizer, prompts.messages(
+                row, prompts.permutation(self.option_order, seed, row["item_id"]),
+                self.system, self.user))
+            for row in items.iter_rows(named=True)
+        ]
+
+
+def score_items(model, tokenizer, items: pl.DataFrame, spec: PromptSpec, seed: int,
+                temperature: float, batch_tokens: int = 4096, max_batch: int = 64) -> pl.DataFrame:
+    """Scores table of ``items``: item_id, perm, p_A/p_B/p_C by letter position, the sorted head
+    of the sampling distribution (top_ids/top_probs) and prompt length.
+
+    ``seed`` only matters for shuffled option order; with fixed order one table serves all seeds.
+    """
+    from .sampling import letter_token_ids
+    from .scoring import score
+
+    tokens = spec.tokens(tokenizer, items, seed)
+    letter_ids = letter_token_ids(tokenizer)
+    scores = score(model, tokens, temperature, letter_ids, batch_tokens, max_batch)
+    letter_of = {i: L for L, ids in letter_ids.items() for i in ids}
+    perms = [list(prompts.permutation(spec.option_order, seed, i)) for i in items["item_id"]]
+    return pl.concat([items.select("item_id"), scores], how="horizontal").with_columns(
+        perm=pl.Series(perms, dtype=pl.List(pl.Int64)),
+        top_letters=pl.Series([[letter_of.get(t) for t in ids] for ids in scores["top_ids"]],
+                              dtype=pl.List(pl.String)))
+
+
+@dataclass
+class Decoder:
+    """Continues answers whose first drawn token is not a bare letter, with the same key-derived
+    sampler. The model is loaded only when the first continuation is needed."""
+
+    load: Callable[[], tuple[Any, Any]]
+    spec: PromptSpec
+    temperature: float
+    max_tokens: int
+    _model: Any = field(default=None, init=False)
+    _tok: Any = field(default=None, init=False)
+
+    def _ensure(self):
+        if self._model is None:
+            self._model, self._tok = self.load()
+        return self._model, self._tok
+
+    def decode(self, item: dict, seed: int, first: int | None) -> tuple[int, str]:
+        """(first token, decoded answer text) for one item and seed."""
+        import mlx.core as mx
+        from mlx_lm.models.cache import make_prompt_cache
+
+        model, tok = self._ensure()
+        perm = prompts.permutation(self.spec.option_order, seed, item["item_id"])
+        ids = prompts.render(tok, prompts.messages(item, perm, self.spec.system, self.spec.user))
+        cache = make_prompt_cache(model)
+        logits = model(mx.array(ids)[None], cache=cache)[0, -1]
+        eos = set(getattr(tok, "eos_token_ids", None) or [tok.eos_token_id])
+        out: list[int] = []
+        for step in range(self.max_tokens):
+            if step == 0 and first is not None:
+                t = first
+            else:
+                order, p = sorted_distribution(np.array(logits.astype(mx.float32)), self.temperature)
+                k = invert(uniform(seed, item["item_id"], step), p)
+                t = int(order[-1 if k is None else k])
+            if t in eos:
+                break
+            out.append(t)
+            if step + 1 < self.max_tokens:
+                logits = model(mx.array([[t]]), cache=cache)[0, -1]
+        return (out[0] if out else -1), tok.decode(out)
+
+
+def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
+    """Role of an answer: invalid, unknown, unresolved (target null), biased or anti."""
+    if choice is None:
+        return "invalid"
+    if choice == unknown:
+        return "unknown"
+    if biased is None:
+        return "unresolved"
+    return "biased" if choice == biased else "anti"
+
+
+def answer_seed(items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: Decoder,
+                parser: str, runtime: dict[str, Any]) -> pl.DataFrame:
+    """Answers of one seed for the items of one shard, sampled from their scores.
+
+    Items whose draw is a bare letter token (``top_letters``) need no model; the decoder
+    continues the others.
+    """
+    joined = items.join(scores, on="item_id", how="left", validate="1:1")
+    missing = joined.filter(pl.col("p_A").is_null())["item_id"].to_list()
+    if missing:
+        raise ValueError(f"scores lack {len(missing)} items of the shard, e.g. {missing[:3]}")
+    rows = []
+    for row in joined.iter_rows(named=True):
+        perm: Sequence[int] = row["perm"]
+        k = invert(uniform(seed, row["item_id"], 0), np.array(row["top_probs"]))
+        letter = None if k is None else row["top_letters"][k]
+        text = None
+        if letter is None:
+            _, text = decoder.decode(row, seed, None if k is None else row["top_ids"][k])
+            letter = parse_letter(text, parser)
+        choice = perm[LETTERS.index(letter)] if letter else None
+        p = [0.0, 0.0, 0.0]
+        for j, L in enumerate(LETTERS):
+            p[perm[j]] = row[f"p_{L}"]
+        by_idx = lambda i: None if i is None else p[i]  # noqa: E731
+        rows.append({
+            "item_id": row["item_id"], "category": row["category"],
+            "condition": row["condition"], "polarity": row["polarity"], "shard": row["shard"],
+            "seed": seed, "choice": choice,
+            "role": role_of(choice, row["unknown_idx"], row["biased_idx"]),
+            "method": "first_token" if text is None else "continued", "text": text,
+            "p_ans0": p[0], "p_ans1": p[1], "p_ans2": p[2], "letter_mass": sum(p),
+            "p_biased": by_idx(row["biased_idx"]), "p_anti": by_idx(row["anti_idx"]),
+            "p_unknown": p[row["unknown_idx"]],
+            "compute_dtype": runtime["compute_dtype"], "dequantized": runtime["dequantize"],
+        })
+    return pl.DataFrame(rows, schema=ANSWER_SCHEMA)
+
+
+def _setup(runtime_cfg: Mapping[str, Any], threads: int):
+    from .runtime import resolve_runtime, set_threads
+
+    set_threads(threads)
+    return resolve_runtime(runtime_cfg.get("compute_dtype", "auto"),
+                           runtime_cfg.get("dequantize", "auto"))
+
+
+def _spec(prompt_cfg: Mapping[str, Any], decoding: Mapping[str, Any]) -> PromptSpec:
+    return PromptSpec(prompt_cfg.get("system", prompts.DEFAULT_SYSTEM),
+                      prompt_cfg.get("user", prompts.DEFAULT_USER),
+                      decoding.get("option_order", "fixed"))
+
+
+def scores_job(items: pl.DataFrame, checkpoint: str, shard: int, group: str,
+               decoding: Mapping[str, Any], prompt_cfg: Mapping[str, Any],
+               runtime_cfg: Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
+    """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``."""
+    from .runtime import load_model
+
+    runtime = _setup(runtime_cfg, threads)
+    model, tokenizer, _ = load_model(checkpoint, runtime)
+    seed = int(group.split("=")[1]) if group.startswith("seed=") else 0
+    shard_items = items.filter(pl.col("shard") == shard)
+    return score_items(model, tokenizer, shard_items, _spec(prompt_cfg, decoding), seed,
+                       float(decoding["temperature"]), int(runtime_cfg.get("batch_tokens", 4096)),
+                       int(runtime_cfg.get("max_batch", 64)))
+
+
+def answers_job(items: pl.DataFrame, scores: pl.DataFrame, checkpoint: str, shard: int,
+                seed: int, decoding: Mapping[str, Any], prompt_cfg: Mapping[str, Any],
+                runtime_cfg: Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
+    """The answer shard of one (checkpoint, seed, shard), sampled from its scores shard."""
+    from .runtime import load_model
+
+    runtime = _setup(runtime_cfg, threads)
+    decoder = Decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding),
+                      float(decoding["temperature"]), int(decoding["max_tokens"]))
+    shard_items = items.filter(pl.col("shard") == shard)
+    return answer_seed(shard_items, scores, seed, decoder, decoding["parser"], runtime.as_dict())

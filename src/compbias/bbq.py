@@ -1,0 +1,222 @@
+"""BBQ items: reading upstream JSONL or Hugging Face copies, bias-target derivation, sharding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+#: Study category name -> upstream file stem / category value.
+CATEGORIES: dict[str, str] = {
+    "age": "Age",
+    "disability_status": "Disability_status",
+    "gender_identity": "Gender_identity",
+    "nationality": "Nationality",
+    "physical_appearance": "Physical_appearance",
+    "race_ethnicity": "Race_ethnicity",
+    "religion": "Religion",
+    "ses": "SES",
+    "sexual_orientation": "Sexual_orientation",
+}
+
+REQUIRED = (
+    "example_id", "question_polarity", "context_condition", "category", "answer_info",
+    "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label",
+)
+
+# Tag spellings that name the same group as a stereotyped_groups entry (after _norm).
+_ALIASES = {
+    "woman": "f", "girl": "f", "man": "m", "boy": "m",
+    "transf": "trans", "transm": "trans", "transgenderwomen": "trans", "transgendermen": "trans",
+    "nontransf": "nontrans", "nontransm": "nontrans",
+}
+
+ITEM_SCHEMA = {
+    "item_id": pl.String, "category": pl.String, "example_id": pl.Int64,
+    "question_index": pl.String, "condition": pl.String, "polarity": pl.String,
+    "subcategory": pl.String, "stereotyped_groups": pl.List(pl.String),
+    "context": pl.String, "question": pl.String,
+    "ans0": pl.String, "ans1": pl.String, "ans2": pl.String,
+    "label": pl.Int64, "unknown_idx": pl.Int64, "target_idx": pl.Int64,
+    "biased_idx": pl.Int64, "anti_idx": pl.Int64, "source_target_idx": pl.Int64,
+    "shard": pl.Int64,
+}
+
+
+class BBQRecordError(ValueError):
+    """A BBQ record that cannot be parsed; the message names file and line."""
+
+
+def stable_shard(item_id: str, n_shards: int) -> int:
+    """Shard of an item: a hash of its id that is the same on every machine and run."""
+    digest = hashlib.sha256(item_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n_shards
+
+
+def _norm(tag: str) -> str:
+    tag = re.sub(r"^[MF]-", "", tag.strip())  # race tags carry a gender prefix: "F-Black"
+    key = re.sub(r"[^a-z]", "", tag.lower())
+    return _ALIASES.get(key, key)
+
+
+def derive_target(answer_info: Mapping[str, list[str]], groups: Iterable[str]) -> tuple[int | None, int]:
+    """Return (index of the option naming a stereotyped group or None, index of "unknown").
+
+    The target is resolved only when exactly one non-unknown option's tag matches a group, as
+    in upstream's ``BBQ_results_metadata.R``; zero or two matches leave it unresolved.
+    """
+    tags = [answer_info[f"ans{i}"][1] for i in range(3)]
+    unknown = [i for i, t in enumerate(tags) if t == "unknown"]
+    if len(unknown) != 1:
+        raise ValueError(f"expected exactly one 'unknown' option tag, got tags {tags}")
+    wanted = {_norm(g) for g in groups}
+    hits = [i for i, t in enumerate(tags) if i != unknown[0] and t and _norm(t) in wanted]
+    return (hits[0] if len(hits) == 1 else None), unknown[0]
+
+
+def roles(polarity: str, target: int | None, unknown: int) -> tuple[int | None, int | None]:
+    """(biased_idx, anti_idx): the bias-consistent answer is the target for a negative question
+    and the other group for a non-negative one (Parrish et al. 2022)."""
+    if target is None:
+        return None, None
+    other = ({0, 1, 2} - {target, unknown}).pop()
+    return (target, other) if polarity == "neg" else (other, target)
+
+
+def parse_record(rec: Mapping[str, Any], where: str, n_shards: int = 1) -> dict[str, Any]:
+    """Turn one upstream-format BBQ record into an items-table row; ``where`` names its origin."""
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        raise BBQRecordError(f"{where}: missing field(s) {', '.join(missing)}")
+    try:
+        category = _study_category(str(rec["category"]))
+        polarity, condition = rec["question_polarity"], rec["context_condition"]
+        if polarity not in ("neg", "nonneg") or condition not in ("ambig", "disambig"):
+            raise ValueError(f"bad polarity/condition {polarity!r}/{condition!r}")
+        meta = rec["additional_metadata"] or {}
+        groups = [str(g) for g in meta.get("stereotyped_groups") or []]
+        target, unknown = derive_target(rec["answer_info"], groups)
+        biased, anti = roles(polarity, target, unknown)
+        label = int(rec["label"])
+        if label not in (0, 1, 2):
+            raise ValueError(f"label {label} not in 0..2")
+        item_id = f"{category}-{int(rec['example_id'])}"
+        source_target = rec.get("target_label")
+    except BBQRecordError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise BBQRecordError(f"{where}: {exc}") from exc
+    return {
+        "item_id": item_id, "category": category, "example_id": int(rec["example_id"]),
+        "question_index": str(rec.get("question_index", "")), "condition": condition,
+        "polarity": polarity, "subcategory": str(meta.get("subcategory", "")),
+        "stereotyped_groups": groups, "context": rec["context"], "question": rec["question"],
+        "ans0": rec["ans0"], "ans1": rec["ans1"], "ans2": rec["ans2"], "label": label,
+        "unknown_idx": unknown, "target_idx": target, "biased_idx": biased, "anti_idx": anti,
+        "source_target_idx": None if source_target in (None, -1) else int(source_target),
+        "shard": stable_shard(item_id, n_shards),
+    }
+
+
+def _study_category(name: str) -> str:
+    key = name.lower()
+    if key not in CATEGORIES:
+        raise ValueError(f"unknown category {name!r}; known: {', '.join(CATEGORIES)}")
+    return key
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (``file:line``, record) for each non-empty line; bad JSON names file and line."""
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BBQRecordError(f"{where}: invalid JSON ({exc.msg})") from exc
+
+
+def iter_hf(name: str, categories: list[str], split: str, columns: Mapping[str, str],
+            revision: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield upstream-format records from a Hugging Face BBQ copy (one config per category).
+
+    ``columns`` maps upstream field names to the dataset's column names where they differ.
+    """
+    from datasets import load_dataset
+
+    for cat in categories:
+        ds = load_dataset(name, CATEGORIES[cat], split=split, revision=revision)
+        for n, row in enumerate(ds):
+            rec = {k: row[v] for k, v in columns.items() if v in row}
+            rec = {**row, **rec}
+            rec.setdefault("category", CATEGORIES[cat])
+            yield f"{name}[{CATEGORIES[cat]}]:{split}:{n}", rec
+
+
+def load_items(records: Iterable[tuple[str, Mapping[str, Any]]], categories: list[str],
+               conditions: list[str], n_shards: int,
+               limit_per_category: int | None = None) -> pl.DataFrame:
+    """Build the items table from (origin, record) pairs, filtered to categories and conditions.
+
+    ``limit_per_category`` keeps the first N items of each category in file order (before the
+    condition filter is applied per item, after it for counting), so a limit is deterministic.
+    """
+    rows: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for where, rec in records:
+        row = parse_record(rec, where, n_shards)
+        if row["category"] not in categories or row["condition"] not in conditions:
+            continue
+        if limit_per_category is not None and counts.get(row["category"], 0) >= limit_per_category:
+            continue
+        counts[row["category"]] = counts.get(row["category"], 0) + 1
+        rows.append(row)
+    items = pl.DataFrame(rows, schema=ITEM_SCHEMA)
+    dup = items.filter(pl.col("item_id").is_duplicated())["item_id"].unique().to_list()
+    if dup:
+        raise BBQRecordError(f"duplicate item ids: {dup[:5]}")
+    empty = [c for c in categories if c not in counts]
+    if empty:
+        raise BBQRecordError(f"no items for categories {empty} with conditions {conditions}")
+    return items
+
+
+def jsonl_records(directory: str | Path, categories: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Records of the upstream JSONL files ``{Category}.jsonl`` for ``categories``."""
+    directory = Path(directory)
+    for cat in categories:
+        path = directory / f"{CATEGORIES[_study_category(cat)]}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"dataset.path: {path} not found (category {cat!r})")
+        yield from iter_jsonl(path)
+
+
+def target_report(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(items with unresolved targets, items whose source target label disagrees with ours)."""
+    unresolved = items.filter(pl.col("target_idx").is_null()).select(
+        "item_id", "category", "polarity", "ans0", "ans1", "ans2", "stereotyped_groups")
+    disagree = items.filter(
+        pl.col("source_target_idx").is_not_null()
+        & (pl.col("source_target_idx") != pl.col("target_idx")).fill_null(True)
+    ).select("item_id", "category", "target_idx", "source_target_idx")
+    return unresolved, disagree
+
+
+def build_items(dataset: Mapping[str, Any], n_shards: int) -> pl.DataFrame:
+    """Items table for the ``dataset`` config section (source jsonl or hf)."""
+    categories = list(dataset["categories"])
+    if dataset["source"] == "jsonl":
+        records = jsonl_records(dataset["path"], categories)
+    else:
+        records = iter_hf(dataset.get("name", "heegyu/bbq"), categories,
+                          dataset.get("split", "test"), dataset.get("columns", {}),
+                          dataset.get("revision"))
+    return load_items(records, categories, list(dataset.get("conditions", ["ambig"])), n_shards,
+                      dataset.get("limit_per_category"))

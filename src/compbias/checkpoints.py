@@ -1,0 +1,105 @@
+"""Checkpoints per (model, variant), built with mlx_lm's own convert/quantize API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .io import write_json
+
+MANIFEST = "compbias_manifest.json"
+
+
+def variant_kind(spec: Mapping[str, Any]) -> str:
+    """The kind of a variant spec: quantize, prune, checkpoint, gguf or dtype."""
+    for kind in ("quantize", "prune", "checkpoint", "gguf"):
+        if kind in spec:
+            return kind
+    return "dtype"
+
+
+def variant_bits(spec: Mapping[str, Any]) -> float:
+    """Nominal bits per weight of a variant (16 unless quantized)."""
+    q = spec.get("quantize")
+    return float(q["bits"]) if q else 16.0
+
+
+def _tmp_dir(out: Path) -> Path:
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _finish(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def checkpoint_stats(path: str | Path) -> dict[str, Any]:
+    """Size on disk of the weight files and parameter count of a checkpoint."""
+    from mlx_lm.utils import get_total_parameters, load_model
+
+    path = Path(path)
+    size = sum(f.resolve().stat().st_size for f in path.glob("*.safetensors"))
+    model, config = load_model(path, lazy=True)
+    q = config.get("quantization") or {}
+    return {"size_bytes": size, "n_params": int(get_total_parameters(model)),
+            "stored_bits": q.get("bits"), "stored_group_size": q.get("group_size")}
+
+
+def link_checkpoint(source: str, out: Path) -> None:
+    """Make ``out`` a directory of links to a prebuilt MLX checkpoint (a directory or hub repo)."""
+    from mlx_lm.utils import _download
+
+    src = _download(source)
+    tmp = _tmp_dir(out)
+    tmp.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file():
+            (tmp / f.name).symlink_to(f.resolve())
+    _finish(tmp, out)
+
+
+def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], model: str,
+                     variant: str) -> dict[str, Any]:
+    """Build the checkpoint of ``variant`` from ``source`` (hub repo id, MLX/HF directory, or the
+    checkpoint of the variant it is based on) into ``out`` and write its manifest.
+
+    ``out`` appears only when complete: builds go to a temporary sibling that is renamed.
+    """
+    from mlx_lm import convert
+
+    out = Path(out)
+    kind = variant_kind(spec)
+    start = time.perf_counter()
+    manifest: dict[str, Any] = {"model": model, "variant": variant, "kind": kind,
+                                "source": str(source), "bits": variant_bits(spec)}
+    if kind == "checkpoint":
+        link_checkpoint(spec["checkpoint"], out)
+        manifest["source"] = spec["checkpoint"]
+    elif kind == "gguf":
+        from .gguf import convert_gguf, resolve_gguf
+
+        manifest.update(convert_gguf(resolve_gguf(spec["gguf"]), out, spec.get("dtype", "bfloat16")))
+    elif kind == "prune":
+        from .pruning import prune_checkpoint
+
+        manifest.update(prune_checkpoint(source, out, variant, spec["prune"]))
+    else:
+        tmp = _tmp_dir(out)
+        q = spec.get("quantize") or {}
+        convert(str(source), str(tmp), quantize=bool(q), q_bits=q.get("bits"),
+                q_group_size=q.get("group_size"), q_mode=q.get("mode", "affine"),
+                dtype=spec.get("dtype", "bfloat16"))
+        _finish(tmp, out)
+        manifest.update(dtype=spec.get("dtype", "bfloat16"), group_size=q.get("group_size"),
+                        mode=q.get("mode") if q else None)
+    manifest.update(checkpoint_stats(out))
+    manifest["build_seconds"] = round(time.perf_counter() - start, 3)
+    write_json(manifest, out / MANIFEST)
+    return manifest

@@ -1,0 +1,90 @@
+"""Study configuration: schema validation with messages that name the key, and helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """An invalid study configuration; the message names the key."""
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _defaults(schema: Mapping[str, Any], obj: Any) -> Any:
+    if not isinstance(obj, dict):
+        return obj
+    for name, sub in schema.get("properties", {}).items():
+        if name not in obj and "default" in sub:
+            obj[name] = _copy(sub["default"])
+        if name in obj and isinstance(sub, Mapping):
+            _defaults(sub, obj[name])
+    return obj
+
+
+def _copy(v: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(v))
+
+
+def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
+    """Validate ``config`` in place against the JSON schema, fill defaults and check the
+    cross-key rules; raise ConfigError naming every bad key."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"config key '{_key(e.absolute_path)}': {e.message}" for e in errors]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    _defaults(schema, config)
+    problems = list(_cross_checks(config))
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return config
+
+
+def _cross_checks(config: Mapping[str, Any]):
+    variants = config["variants"]
+    if config["baseline"] not in variants:
+        yield f"config key 'baseline': {config['baseline']!r} is not one of variants {list(variants)}"
+    for name, spec in variants.items():
+        kinds = [k for k in ("quantize", "checkpoint", "gguf", "prune") if k in spec]
+        if len(kinds) > 1:
+            yield f"config key 'variants.{name}': choose one of {kinds}"
+        base = spec.get("base")
+        if base is not None and base not in variants:
+            yield f"config key 'variants.{name}.base': unknown variant {base!r}"
+        if base == name:
+            yield f"config key 'variants.{name}.base': a variant cannot be based on itself"
+    overlap = set(config["seeds"]) & set(config.get("placebo_seeds", []))
+    if overlap:
+        yield f"config key 'placebo_seeds': {sorted(overlap)} also in 'seeds'"
+    ds = config["dataset"]
+    if ds["source"] == "jsonl" and not ds.get("path"):
+        yield "config key 'dataset.path': required when dataset.source is jsonl"
+    if ds["source"] == "jsonl" and ds.get("path") and not Path(ds["path"]).is_dir():
+        yield f"config key 'dataset.path': directory {ds['path']!r} does not exist"
+    for name, src in config["models"].items():
+        if isinstance(src, Mapping) and "path" in src and not Path(src["path"]).exists():
+            yield f"config key 'models.{name}.path': {src['path']!r} does not exist"
+        if isinstance(src, str) and (src.startswith((".", "/", "~")) and not Path(src).expanduser().exists()):
+            yield f"config key 'models.{name}': local path {src!r} does not exist"
+
+
+def model_source(spec: str | Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, location) of a model source: kind is hf, path or gguf."""
+    if isinstance(spec, str):
+        return ("path" if Path(spec).expanduser().exists() else "hf"), spec
+    for kind in ("gguf", "path", "hf"):
+        if kind in spec:
+            return kind, spec[kind]
+    raise ConfigError(f"model source {spec!r}: needs one of hf, path, gguf")

@@ -1,0 +1,61 @@
+"""Atomic table and JSON writers: a killed job never leaves a complete-looking file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def write_parquet(df: pl.DataFrame, path: str | Path, csv: bool = False) -> None:
+    """Write ``df`` to ``path`` (and a CSV beside it when ``csv``) via a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    df.write_parquet(tmp)
+    if csv:
+        csv_path = path.with_suffix(".csv")
+        tmp_csv = _tmp(csv_path)
+        flat = df.select(
+            pl.col(c).cast(pl.List(pl.String)).list.join(";") if isinstance(t, pl.List) else pl.col(c)
+            for c, t in df.schema.items()
+        )
+        flat.write_csv(tmp_csv)
+        os.replace(tmp_csv, csv_path)
+    os.replace(tmp, path)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` as indented JSON to ``path`` via a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Write ``text`` to ``path`` via a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_parquet(path: str | Path) -> pl.DataFrame:
+    """Read a Parquet file; a missing or corrupt file raises an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing")
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for corrupt files
+        raise ValueError(f"{path}: unreadable Parquet file ({exc}); delete it and rerun") from exc

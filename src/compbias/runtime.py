@@ -1,0 +1,143 @@
+"""Where and how MLX runs: optimized BLAS on Linux CPU, compute dtype, model loading.
+
+The Linux ``mlx[cpu]`` wheel links the reference (netlib) BLAS, about 40x slower than OpenBLAS
+for float32 matmul, and MLX's CPU kernels for bfloat16/float16/quantized matmuls are slower
+still. So on a CPU we preload an optimized BLAS into job processes and evaluate every variant in
+float32, dequantizing quantized weights once at load: the same function, computed fast.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+#: Optimized BLAS libraries, most preferred first, that export the unprefixed CBLAS symbols.
+BLAS_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+)
+
+
+def find_blas(setting: str = "auto") -> str | None:
+    """Path of an optimized BLAS to preload, or None.
+
+    ``setting``: ``auto`` (system OpenBLAS, then the PyPI ``mkl`` package of this environment),
+    ``none``, or an explicit library path (which must exist).
+    """
+    if setting == "none" or platform.system() != "Linux":
+        return None
+    if setting != "auto":
+        if not Path(setting).exists():
+            raise FileNotFoundError(f"runtime.blas: {setting} does not exist")
+        return setting
+    for path in BLAS_CANDIDATES:
+        if Path(path).exists():
+            return path
+    mkl = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
+    return mkl[0] if mkl else None
+
+
+def blas_env(setting: str = "auto") -> dict[str, str]:
+    """Environment variables that make child processes use the optimized BLAS (empty if none)."""
+    lib = find_blas(setting)
+    if lib is None:
+        return {}
+    preload = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p]
+    env = {"LD_PRELOAD": ":".join([lib] + [p for p in preload if p != lib])}
+    if "mkl" in Path(lib).name:
+        env["MKL_THREADING_LAYER"] = "GNU"
+    return env
+
+
+def active_blas() -> str:
+    """The optimized BLAS preloaded into this process, or ``reference``."""
+    for lib in os.environ.get("LD_PRELOAD", "").split(":"):
+        if "blas" in lib or "mkl" in lib:
+            return lib
+    return "reference" if platform.system() == "Linux" else "accelerate"
+
+
+def ensure_blas(setting: str = "auto") -> None:
+    """Re-exec this Python process with the optimized BLAS preloaded, if it is not already.
+
+    For entry points (benchmarks, CLI) started without the workflow's environment. MLX must not
+    have been imported yet for the preload to matter, hence the re-exec.
+    """
+    env = blas_env(setting)
+    if env and env["LD_PRELOAD"].split(":")[0] not in os.environ.get("LD_PRELOAD", "").split(":"):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
+
+
+@dataclass
+class Runtime:
+    """How a model is evaluated; recorded with every answer."""
+
+    device: str
+    compute_dtype: str
+    dequantize: bool
+    blas: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_runtime(compute_dtype: str = "auto", dequantize: str | bool = "auto") -> Runtime:
+    """Pick the compute dtype and dequantize-at-load choice for this machine.
+
+    ``auto``: on CPU float32 with dequantized weights (fast BLAS path); on CUDA the model's
+    dtype with dequantized weights (prefill-heavy answering runs at the dense matmul rate);
+    on Metal the checkpoint as stored (native quantized kernels).
+    """
+    import mlx.core as mx
+
+    if mx.default_device() == mx.cpu:
+        device = "cpu"
+    elif platform.system() == "Darwin":
+        device = "metal"
+    else:
+        device = "cuda"
+    if compute_dtype == "auto":
+        compute_dtype = "float32" if device == "cpu" else "native"
+    if dequantize == "auto":
+        dequantize = device != "metal"
+    return Runtime(device, compute_dtype, bool(dequantize), active_blas())
+
+
+def load_model(path: str | Path, runtime: Runtime):
+    """Load an MLX checkpoint with mlx_lm and apply the runtime's dtype/dequantize choice.
+
+    Returns (model, tokenizer, config).
+    """
+    import mlx.core as mx
+    from mlx_lm.utils import dequantize_model, load
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: not an MLX checkpoint (no config.json)")
+    model, tokenizer, config = load(str(path), return_config=True, lazy=True)
+    if runtime.dequantize and "quantization" in config:
+        model = dequantize_model(model)
+    if runtime.compute_dtype != "native":
+        model.set_dtype(getattr(mx, runtime.compute_dtype))
+    mx.eval(model.parameters())
+    model.eval()
+    return model, tokenizer, config
+
+
+def set_threads(n: int) -> None:
+    """Limit the preloaded BLAS to ``n`` threads (it reads its environment before we run)."""
+    import ctypes
+
+    for name in ("openblas_set_num_threads", "MKL_Set_Num_Threads"):
+        fn = getattr(ctypes.CDLL(None), name, None)
+        if fn is not None:
+            fn(int(n))
+            return

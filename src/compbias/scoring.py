@@ -1,0 +1,158 @@
+"""One batched forward pass per item: the next-token distribution every seed samples from.
+
+Prompts are sorted by length and right-padded: under a causal mask padding after the last real
+token cannot change it, so no padding mask is needed. The token prefix shared by all prompts
+(system message and template header) is computed once and its KV cache reused by every batch.
+Only the hidden state at each prompt's last token goes through the LM head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import mlx.core as mx
+import numpy as np
+import polars as pl
+
+from .sampling import LETTERS
+
+#: Model types whose ``Model.__call__`` is ``model.model`` followed by the LM head, so the head can
+#: be applied to last positions only. Others run the full model call (same result, more work).
+HEAD_SPLIT_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "granite"}
+
+
+def common_prefix(token_lists: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix shared by all lists, leaving at least one token in each."""
+    first = token_lists[0]
+    n = min(len(t) for t in token_lists) - 1
+    for t in token_lists[1:]:
+        k = 0
+        while k < n and t[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[np.ndarray]:
+    """Index batches of length-sorted prompts whose padded size stays within ``batch_tokens``."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    out, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[i] > batch_tokens or len(cur) >= max_batch:
+            out.append(np.array(cur))
+            cur = []
+        cur.append(int(i))
+    if cur:
+        out.append(np.array(cur))
+    return out
+
+
+def _head(model, h: mx.array) -> mx.array:
+    args = getattr(model, "args", None)
+    if getattr(args, "tie_word_embeddings", False) or not hasattr(model, "lm_head"):
+        return model.model.embed_tokens.as_linear(h)
+    return model.lm_head(h)
+
+
+def _prefix_cache(model, prefix: Sequence[int]):
+    """KV cache of ``prefix`` (None when the model's caches cannot be shared across a batch)."""
+    from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+    if not prefix:
+        return None
+    cache = make_prompt_cache(model)
+    if not all(type(c) is KVCache for c in cache):
+        return None
+    model(mx.array(prefix)[None], cache=cache)
+    mx.eval([c.state for c in cache])
+    return [c.state for c in cache]
+
+
+def _batch_cache(states, size: int):
+    from mlx_lm.models.cache import KVCache
+
+    caches = []
+    for keys, values, offset in states:
+        c = KVCache()
+        c.state = (mx.repeat(keys[..., :offset, :], size, 0),
+                   mx.repeat(values[..., :offset, :], size, 0), offset)
+        caches.append(c)
+    return caches
+
+
+def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int = 4096,
+                max_batch: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (prompt indices, float32 next-token logits of shape (len(indices), vocab)).
+
+    The logits of a prompt are those after its last token, as ``mlx_lm.generate`` would sample.
+    """
+    split = getattr(model, "model_type", None) in HEAD_SPLIT_TYPES and hasattr(model, "model")
+    n_prefix = common_prefix(token_lists) if len(token_lists) > 1 else len(token_lists[0]) - 1
+    states = _prefix_cache(model, token_lists[0][:n_prefix])
+    if states is None:
+        n_prefix = 0
+    suffixes = [t[n_prefix:] for t in token_lists]
+    lengths = [len(s) for s in suffixes]
+    for idx in batches(lengths, batch_tokens, max_batch):
+        width = max(lengths[i] for i in idx)
+        tokens = np.zeros((len(idx), width), dtype=np.int32)
+        for row, i in enumerate(idx):
+            tokens[row, : lengths[i]] = suffixes[i]
+        last = mx.array([lengths[i] - 1 for i in idx])[:, None, None]
+        cache = _batch_cache(states, len(idx)) if states is not None else None
+        inputs = mx.array(tokens)
+        if split:
+            h = model.model(inputs, cache)
+            logits = _head(model, mx.take_along_axis(h, last, axis=1)[:, 0])
+        else:
+            logits = mx.take_along_axis(model(inputs, cache=cache), last, axis=1)[:, 0]
+        logits = logits.astype(mx.float32)
+        mx.eval(logits)
+        yield idx, np.array(logits)
+
+
+def distribution_rows(logits: np.ndarray, temperature: float, letter_ids: dict[str, list[int]],
+                      top_mass: float = 1 - 1e-6, max_top: int = 64) -> dict[str, list]:
+    """Per row: letter probabilities and the head of the sorted sampling distribution.
+
+    The head keeps tokens in descending probability (ties by id) until ``top_mass`` is covered
+    or ``max_top`` tokens are listed; draws beyond it fall back to a full recomputation.
+    """
+    z = logits.astype(np.float64) / max(temperature, 1e-8)
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    letters = np.stack([p[:, letter_ids[L]].sum(axis=1) for L in LETTERS], axis=1)
+    k = min(max_top, p.shape[1] - 1)
+    cand = np.argpartition(-p, k, axis=1)[:, : k + 1]
+    top_ids, top_probs = [], []
+    for row in range(p.shape[0]):
+        c = cand[row]
+        c = c[np.lexsort((c, -p[row, c]))][:max_top]
+        pr = p[row, c]
+        keep = int(np.searchsorted(np.cumsum(pr), top_mass)) + 1
+        top_ids.append(c[:keep].tolist())
+        top_probs.append(pr[:keep].tolist())
+    return {"p_letters": letters.tolist(), "top_ids": top_ids, "top_probs": top_probs}
+
+
+def score(model, token_lists: Sequence[Sequence[int]], temperature: float,
+          letter_ids: dict[str, list[int]], batch_tokens: int = 4096,
+          max_batch: int = 64) -> pl.DataFrame:
+    """Scores of each prompt in input order: p_A/p_B/p_C (letter positions), head of the
+    distribution, and prompt length."""
+    n = len(token_lists)
+    p_letters: list = [None] * n
+    top_ids: list = [None] * n
+    top_probs: list = [None] * n
+    for idx, logits in last_logits(model, token_lists, batch_tokens, max_batch):
+        rows = distribution_rows(logits, temperature, letter_ids)
+        for j, i in enumerate(idx):
+            p_letters[i], top_ids[i], top_probs[i] = (
+                rows["p_letters"][j], rows["top_ids"][j], rows["top_probs"][j])
+    pl_arr = np.array(p_letters, dtype=np.float64).reshape(n, 3)
+    return pl.DataFrame({
+        "p_A": pl_arr[:, 0], "p_B": pl_arr[:, 1], "p_C": pl_arr[:, 2],
+        "top_ids": top_ids, "top_probs": top_probs,
+        "n_tokens": [len(t) for t in token_lists],
+    }, schema_overrides={"top_ids": pl.List(pl.Int64), "top_probs": pl.List(pl.Float64)})

@@ -1,0 +1,58 @@
+rule scores:
+    input:
+        items_table="results/items.parquet",
+        checkpoint=lambda wc: checkpoint_dir(wc.model, wc.variant),
+    output:
+        "results/scores/{model}/{variant}/{group}/shard={shard}.parquet",
+    params:
+        decoding=config["decoding"],
+        prompt=config["prompt"],
+        runtime=config["runtime"],
+    log:
+        "logs/scores/{model}/{variant}/{group}/shard={shard}.log",
+    benchmark:
+        "results/benchmarks/scores/{model}/{variant}/{group}/shard={shard}.tsv"
+    threads: config["runtime"]["threads"]
+    script:
+        "../scripts/scores.py"
+
+
+rule answers:
+    input:
+        items_table="results/items.parquet",
+        scores=lambda wc: f"results/scores/{wc.model}/{wc.variant}/{score_group(wc.seed)}/shard={wc.shard}.parquet",
+        checkpoint=lambda wc: checkpoint_dir(wc.model, wc.variant),
+    output:
+        "results/answers/{model}/{variant}/seed={seed}/shard={shard}.parquet",
+    params:
+        decoding=config["decoding"],
+        prompt=config["prompt"],
+        runtime=config["runtime"],
+    log:
+        "logs/answers/{model}/{variant}/seed={seed}/shard={shard}.log",
+    benchmark:
+        "results/benchmarks/answers/{model}/{variant}/seed={seed}/shard={shard}.tsv"
+    threads: config["runtime"]["threads"]
+    script:
+        "../scripts/answers.py"
+
+
+rule merge:
+    input:
+        items_table="results/items.parquet",
+        shards=answer_shards(),
+    output:
+        "results/answers.parquet",
+    params:
+        models=MODELS,
+        variants=VARIANTS,
+        seeds=SEEDS,
+        placebo_seeds=PLACEBO_SEEDS,
+        baseline=BASELINE,
+        shards=config["shards"],
+    log:
+        "logs/merge.log",
+    benchmark:
+        "results/benchmarks/merge.tsv"
+    script:
+        "../scripts/merge.py"

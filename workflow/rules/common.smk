@@ -1,0 +1,82 @@
+# Config helpers and input functions; no rules here.
+import os
+from pathlib import Path
+
+from compbias.config import validate, model_source
+from compbias.checkpoints import variant_kind
+from compbias.runtime import blas_env
+
+validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+
+# Job processes inherit this environment: the optimized BLAS is preloaded into every MLX job.
+os.environ.update(blas_env(config["runtime"]["blas"]))
+
+MODELS = list(config["models"])
+VARIANTS = list(config["variants"])
+BASELINE = config["baseline"]
+SEEDS = [int(s) for s in config["seeds"]]
+PLACEBO_SEEDS = [int(s) for s in config["placebo_seeds"]]
+SHARDS = list(range(int(config["shards"])))
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    variant="|".join(VARIANTS),
+    seed=r"\d+",
+    shard=r"\d+",
+    group=r"fixed|seed=\d+",
+
+
+def variant_seeds(variant):
+    """Seeds answered for a variant: the study seeds, plus placebo seeds at the baseline."""
+    return SEEDS + (PLACEBO_SEEDS if variant == BASELINE else [])
+
+
+def score_group(seed):
+    """Scores are shared by all seeds with fixed option order, per seed when shuffled."""
+    return "fixed" if config["decoding"]["option_order"] == "fixed" else f"seed={seed}"
+
+
+def checkpoint_dir(model, variant):
+    return f"results/checkpoints/{model}/{variant}"
+
+
+def answer_shards():
+    return [
+        f"results/answers/{m}/{v}/seed={s}/shard={k}.parquet"
+        for m in MODELS for v in VARIANTS for s in variant_seeds(v) for k in SHARDS
+    ]
+
+
+def checkpoint_source(wildcards):
+    """Input of a checkpoint build: the base variant's checkpoint, a converted GGUF, or nothing
+    (a hub repo or local directory is read by the build itself)."""
+    spec = config["variants"][wildcards.variant]
+    if variant_kind(spec) in ("checkpoint", "gguf"):
+        return []
+    if "base" in spec:
+        return checkpoint_dir(wildcards.model, spec["base"])
+    kind, location = model_source(config["models"][wildcards.model])
+    if kind == "gguf":
+        return f"resources/sources/{wildcards.model}"
+    return [location] if kind == "path" else []
+
+
+def checkpoint_source_location(wildcards, input):
+    if input.source:
+        return str(input.source[0])
+    return model_source(config["models"][wildcards.model])[1]
+
+
+def maybe_temp(path):
+    return temp(path) if config["delete_checkpoints"] else path
+
+
+def all_outputs():
+    return [
+        "results/items.parquet",
+        "results/answers.parquet",
+        "results/variants.parquet",
+        "results/rates.parquet",
+    ]

@@ -1,0 +1,12 @@
+from compbias.answering import answers_job
+from compbias.io import read_parquet, write_parquet
+from compbias.logs import log_to
+
+with log_to(snakemake.log[0]) as log:
+    answers = answers_job(read_parquet(snakemake.input.items_table), read_parquet(snakemake.input.scores),
+                          snakemake.input.checkpoint, int(snakemake.wildcards.shard),
+                          int(snakemake.wildcards.seed), snakemake.params.decoding,
+                          snakemake.params.prompt, snakemake.params.runtime, snakemake.threads)
+    log.info("roles %s; methods %s", dict(answers["role"].value_counts().iter_rows()),
+             dict(answers["method"].value_counts().iter_rows()))
+    write_parquet(answers, snakemake.output[0])

@@ -1,0 +1,18 @@
+from compbias.bbq import build_items, target_report
+from compbias.io import write_parquet
+from compbias.logs import log_to
+
+with log_to(snakemake.log[0]) as log:
+    items = build_items(snakemake.params.dataset, int(snakemake.params.shards))
+    unresolved, disagree = target_report(items)
+    log.info("%d items; per category: %s", items.height,
+             dict(items.group_by("category").len().sort("category").iter_rows()))
+    log.info("%d items with unresolved bias target: %s", unresolved.height,
+             ", ".join(unresolved["item_id"]))
+    if disagree.height:
+        log.warning("%d items whose source target label disagrees with the derived one",
+                    disagree.height)
+    unresolved.with_columns(unresolved["stereotyped_groups"].list.join(";")).write_csv(
+        snakemake.output.unresolved)
+    disagree.write_csv(snakemake.output.disagreements)
+    write_parquet(items, snakemake.output.items_table)
