@@ -1,3 +1,7 @@
 """compbias: measure whether compressing an instruction-tuned LLM creates social bias."""
 
 __version__ = "0.1.0"
+
+from .runtime import use_fast_blas as _use_fast_blas
+
+_use_fast_blas()

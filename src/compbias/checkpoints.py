@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -12,6 +13,7 @@ from typing import Any
 from .io import write_json
 
 MANIFEST = "compbias_manifest.json"
+PRUNE_FIELDS = ("method", "target_sparsity", "sparsity", "zeroed", "prunable")
 
 
 def variant_kind(spec: Mapping[str, Any]) -> str:
@@ -99,6 +101,10 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
         _finish(tmp, out)
         manifest.update(dtype=spec.get("dtype", "bfloat16"), group_size=q.get("group_size"),
                         mode=q.get("mode") if q else None)
+    inherited = Path(source) / MANIFEST
+    if kind != "prune" and inherited.exists():  # e.g. wanda-50 then q4 keeps its sparsity
+        base = json.loads(inherited.read_text())
+        manifest.update({k: base[k] for k in PRUNE_FIELDS if k in base}, base_variant=base["variant"])
     manifest.update(checkpoint_stats(out))
     manifest["build_seconds"] = round(time.perf_counter() - start, 3)
     write_json(manifest, out / MANIFEST)

@@ -60,6 +60,13 @@ def _cross_checks(config: Mapping[str, Any]):
         kinds = [k for k in ("quantize", "checkpoint", "gguf", "prune") if k in spec]
         if len(kinds) > 1:
             yield f"config key 'variants.{name}': choose one of {kinds}"
+        if "prune" in spec:
+            from .pruning import validate_spec
+
+            try:
+                validate_spec(name, spec["prune"])
+            except ValueError as exc:
+                yield f"config key 'variants.{name}.prune': {exc}"
         base = spec.get("base")
         if base is not None and base not in variants:
             yield f"config key 'variants.{name}.base': unknown variant {base!r}"

@@ -45,35 +45,36 @@ def find_blas(setting: str = "auto") -> str | None:
     return mkl[0] if mkl else None
 
 
-def blas_env(setting: str = "auto") -> dict[str, str]:
-    """Environment variables that make child processes use the optimized BLAS (empty if none)."""
-    lib = find_blas(setting)
-    if lib is None:
-        return {}
-    preload = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p]
-    env = {"LD_PRELOAD": ":".join([lib] + [p for p in preload if p != lib])}
-    if "mkl" in Path(lib).name:
-        env["MKL_THREADING_LAYER"] = "GNU"
-    return env
+_LOADED: str | None = None
+
+
+def use_fast_blas(setting: str | None = None) -> str | None:
+    """Load the optimized BLAS into this process ahead of MLX; return its path or None.
+
+    Loaded with RTLD_GLOBAL before ``mlx.core``, its CBLAS/LAPACK symbols take precedence over
+    the reference BLAS the wheel links, so no LD_PRELOAD is needed. ``setting`` defaults to the
+    ``COMPBIAS_BLAS`` environment variable (which the workflow sets from ``runtime.blas``).
+    Importing ``compbias`` calls this, so every job, test and benchmark gets it.
+    """
+    global _LOADED
+    if _LOADED or "mlx.core" in sys.modules:
+        return _LOADED
+    lib = find_blas(setting or os.environ.get("COMPBIAS_BLAS", "auto"))
+    if lib is not None:
+        import ctypes
+
+        if "mkl" in Path(lib).name:
+            os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
+        ctypes.CDLL(lib, mode=os.RTLD_GLOBAL)
+        _LOADED = lib
+    return _LOADED
 
 
 def active_blas() -> str:
-    """The optimized BLAS preloaded into this process, or ``reference``."""
-    for lib in os.environ.get("LD_PRELOAD", "").split(":"):
-        if "blas" in lib or "mkl" in lib:
-            return lib
-    return "reference" if platform.system() == "Linux" else "accelerate"
-
-
-def ensure_blas(setting: str = "auto") -> None:
-    """Re-exec this Python process with the optimized BLAS preloaded, if it is not already.
-
-    For entry points (benchmarks, CLI) started without the workflow's environment. MLX must not
-    have been imported yet for the preload to matter, hence the re-exec.
-    """
-    env = blas_env(setting)
-    if env and env["LD_PRELOAD"].split(":")[0] not in os.environ.get("LD_PRELOAD", "").split(":"):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
+    """The optimized BLAS this process uses, or ``reference`` (Linux wheel) / ``platform``."""
+    if _LOADED:
+        return _LOADED
+    return "reference" if platform.system() == "Linux" else "platform"
 
 
 @dataclass
@@ -141,3 +142,8 @@ def set_threads(n: int) -> None:
         if fn is not None:
             fn(int(n))
             return
+
+
+def ensure_blas(setting: str = "auto") -> str | None:
+    """Alias of :func:`use_fast_blas` for entry points that want to be explicit about it."""
+    return use_fast_blas(setting)

@@ -4,12 +4,11 @@ from pathlib import Path
 
 from compbias.config import validate, model_source
 from compbias.checkpoints import variant_kind
-from compbias.runtime import blas_env
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
-# Job processes inherit this environment: the optimized BLAS is preloaded into every MLX job.
-os.environ.update(blas_env(config["runtime"]["blas"]))
+# Job processes inherit this: importing compbias loads the chosen optimized BLAS before MLX.
+os.environ["COMPBIAS_BLAS"] = config["runtime"]["blas"]
 
 MODELS = list(config["models"])
 VARIANTS = list(config["variants"])
@@ -57,6 +56,8 @@ def checkpoint_source(wildcards):
         return []
     if "base" in spec:
         return checkpoint_dir(wildcards.model, spec["base"])
+    if variant_kind(spec) == "prune":  # pruning reads a local checkpoint: the baseline's
+        return checkpoint_dir(wildcards.model, BASELINE)
     kind, location = model_source(config["models"][wildcards.model])
     if kind == "gguf":
         return f"resources/sources/{wildcards.model}"

@@ -1,0 +1,86 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from compbias import bbq, prompts
+from compbias.answering import Decoder, PromptSpec, answer_seed, role_of, score_items
+from compbias.runtime import load_model, resolve_runtime
+from compbias.sampling import invert, parse_letter, sorted_distribution, uniform
+from conftest import TEST_DATA
+
+
+@pytest.mark.parametrize("text,strict,lenient", [
+    ("A", "A", "A"), (" B) The teenager", "B", "B"), ("(C)", "C", "C"), ("A.", "A", "A"),
+    ("The answer is B", "B", "B"), ("answer is: (c)", "C", "C"),
+    ("Cannot be determined", None, "C"), ("I think B is right", None, "B"),
+    ("Absolutely", None, "A"), ("", None, None), ("xyz", None, None),
+])
+def test_parse_letter(text, strict, lenient):
+    assert parse_letter(text, "strict") == strict
+    assert parse_letter(text, "lenient") == lenient
+
+
+def test_uniform_is_keyed_by_seed_item_step_only():
+    assert uniform(42, "age-1") == uniform(42, "age-1")
+    draws = {uniform(s, i, k) for s in (1, 2) for i in ("a", "b") for k in (0, 1)}
+    assert len(draws) == 8 and all(0 <= u < 1 for u in draws)
+
+
+def test_invert_and_sorted_distribution():
+    ids, p = sorted_distribution(np.array([0.0, 2.0, 1.0]), temperature=1.0)
+    assert ids.tolist() == [1, 2, 0]
+    assert np.isclose(p.sum(), 1.0)
+    assert invert(0.0, p) == 0 and invert(p[0] + 1e-9, p) == 1
+    assert invert(0.999, p[:2]) is None  # beyond the listed head
+    assert sorted_distribution(np.array([0.0, 3.0]), 0.0)[0].tolist() == [1]
+
+
+def test_roles():
+    assert role_of(None, 2, 0) == "invalid"
+    assert role_of(2, 2, 0) == "unknown"
+    assert role_of(0, 2, 0) == "biased"
+    assert role_of(1, 2, 0) == "anti"
+    assert role_of(1, 2, None) == "unresolved"
+
+
+def test_shuffled_permutation_is_a_keyed_permutation():
+    perms = {prompts.permutation("shuffled", s, "age-1") for s in range(40)}
+    assert len(perms) > 3 and all(sorted(p) == [0, 1, 2] for p in perms)
+    assert prompts.permutation("fixed", 5, "x") == (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model):
+    rt = resolve_runtime()
+    model, tok, _ = load_model(tiny_model, rt)
+    return model, tok, rt
+
+
+def _answers(loaded, n_shards, batch_tokens, order="fixed"):
+    model, tok, rt = loaded
+    cats = ["age", "religion", "ses"]
+    items = bbq.load_items(bbq.jsonl_records(TEST_DATA, cats), cats, ["ambig", "disambig"], n_shards)
+    spec = PromptSpec(option_order=order)
+    dec = Decoder(lambda: (model, tok), spec, 0.3, 5)
+    out = []
+    for shard in range(n_shards):
+        part = items.filter(pl.col("shard") == shard)
+        if part.height == 0:
+            continue
+        for seed in (42, 123):
+            scores = score_items(model, tok, part, spec, seed, 0.3, batch_tokens, 64)
+            out.append(answer_seed(part, scores, seed, dec, "strict", rt.as_dict()))
+    return pl.concat(out).drop("shard").sort("seed", "item_id")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["fixed", "shuffled"])
+def test_answers_do_not_depend_on_shards_or_batching(loaded, order):
+    one = _answers(loaded, 1, 4096, order)
+    four = _answers(loaded, 4, 200, order)  # different shards and batch compositions
+    assert one.height == 40
+    assert one.select("item_id", "seed", "choice", "role", "method").equals(
+        four.select("item_id", "seed", "choice", "role", "method"))
+    assert np.allclose(one["p_ans0"], four["p_ans0"], atol=1e-5)
+    assert set(one["method"]) == {"first_token", "continued"}  # both paths exercised
+    assert np.allclose(one["letter_mass"], one["p_ans0"] + one["p_ans1"] + one["p_ans2"])
