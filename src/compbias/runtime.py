@@ -124,10 +124,11 @@ def load_model(path: str | Path, runtime: Runtime):
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: not an MLX checkpoint (no config.json)")
     model, tokenizer, config = load(str(path), return_config=True, lazy=True)
-    if runtime.dequantize and "quantization" in config:
-        model = dequantize_model(model)
+    # Cast scales/biases first so dequantized weights are exact in the compute dtype.
     if runtime.compute_dtype != "native":
         model.set_dtype(getattr(mx, runtime.compute_dtype))
+    if runtime.dequantize and "quantization" in config:
+        model = dequantize_model(model)
     mx.eval(model.parameters())
     model.eval()
     return model, tokenizer, config

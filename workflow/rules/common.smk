@@ -75,7 +75,9 @@ def maybe_temp(path):
 
 
 def all_outputs():
-    return [
+    # The shards are targets themselves so that a deleted shard is rebuilt (and everything
+    # downstream of it), rather than skipped as a no-longer-needed intermediate.
+    return answer_shards() + [
         "results/items.parquet",
         "results/answers.parquet",
         "results/variants.parquet",

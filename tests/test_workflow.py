@@ -1,0 +1,102 @@
+"""End to end: real `snakemake` on the .test study (tiny random llama, hand-written items)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from compbias.answering import ANSWER_SCHEMA
+from compbias.bbq import ITEM_SCHEMA
+from compbias.merge import merge_answers
+from conftest import ROOT, TEST_DATA
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+         str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
+        text=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def planned(run: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts from the 'Job stats' table of a dry run."""
+    out = {}
+    for line in run.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_model):
+    work = tmp_path_factory.mktemp("study")
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    cfg["models"]["tiny"] = {"path": str(tiny_model)}
+    cfg["dataset"]["path"] = str(TEST_DATA)
+    for spec in cfg["variants"].values():
+        cal = spec.get("prune", {}).get("calibration")
+        if cal:
+            cal["source"] = str(ROOT / cal["source"])
+    if "perplexity" in cfg and "path" in cfg["perplexity"]:
+        cfg["perplexity"]["path"] = str(ROOT / cfg["perplexity"]["path"])
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = snakemake(work, "--cores", "2", "all")
+    assert run.returncode == 0, run.stderr[-5000:]
+    return work, cfg
+
+
+def test_items_and_answers_tables(study):
+    work, cfg = study
+    items = pl.read_parquet(work / "results/items.parquet")
+    assert items.schema == pl.Schema(ITEM_SCHEMA)
+    assert items.height == 20
+    answers = pl.read_parquet(work / "results/answers.parquet")
+    for col, dtype in ANSWER_SCHEMA.items():
+        assert answers.schema[col] == dtype, col
+    n_variants, n_seeds = len(cfg["variants"]), len(cfg["seeds"])
+    expected = 20 * (n_variants * n_seeds + len(cfg["placebo_seeds"]))
+    assert answers.height == expected
+    assert answers.filter(pl.col("placebo"))["variant"].unique().to_list() == [cfg["baseline"]]
+    assert set(answers["role"]) <= {"biased", "anti", "unknown", "invalid", "unresolved"}
+    unresolved = set(items.filter(pl.col("target_idx").is_null())["item_id"])
+    assert set(answers.filter(pl.col("role") == "biased")["item_id"]).isdisjoint(unresolved)
+    assert answers["compute_dtype"].unique().to_list() == ["float32"]
+    rates = pl.read_parquet(work / "results/rates.parquet")
+    pooled = rates.filter(pl.col("pooled") & (pl.col("category") == "all"))
+    assert pooled.height == n_variants
+
+
+def test_deleting_a_shard_reruns_only_that_shard(study):
+    work, cfg = study
+    shard = work / "results/answers/tiny/q4/seed=123/shard=1.parquet"
+    saved = shard.read_bytes()
+    shard.unlink()
+    try:
+        jobs = planned(snakemake(work, "-n", "all"))
+        assert jobs["answers"] == 1
+        assert "scores" not in jobs and "checkpoint" not in jobs and "items" not in jobs
+        assert jobs["merge"] == 1
+    finally:
+        shard.write_bytes(saved)
+
+
+def test_corrupt_or_short_shard_is_named(tmp_path, study):
+    work, _ = study
+    items = pl.read_parquet(work / "results/items.parquet")
+    good = work / "results/answers/tiny/bf16/seed=42/shard=0.parquet"
+    bad = tmp_path / "answers/tiny/bf16/seed=42/shard=0.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"shard=0.parquet: unreadable Parquet"):
+        merge_answers([bad], items, [], "bf16")
+    pl.read_parquet(good).head(1).write_parquet(bad)
+    with pytest.raises(ValueError, match=r"shard=0.parquet: 1 answers, expected"):
+        merge_answers([bad], items, [], "bf16")
