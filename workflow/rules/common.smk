@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 
+from compbias.analysis import TABLES
 from compbias.config import validate, model_source
 from compbias.checkpoints import variant_kind
 
@@ -70,6 +71,16 @@ def checkpoint_source_location(wildcards, input):
     return model_source(config["models"][wildcards.model])[1]
 
 
+PERPLEXITY = config["perplexity"].get("enabled", True)
+ANALYSIS_TABLES = [t for t in TABLES if PERPLEXITY or t != "perplexity"]
+
+
+def perplexity_tables():
+    if not PERPLEXITY:
+        return []
+    return expand("results/perplexity/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS)
+
+
 def maybe_temp(path):
     return temp(path) if config["delete_checkpoints"] else path
 
@@ -82,4 +93,4 @@ def all_outputs():
         "results/answers.parquet",
         "results/variants.parquet",
         "results/rates.parquet",
-    ]
+    ] + expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES)

@@ -1,0 +1,48 @@
+"""All analysis tables of a study from the answers, items, variants and perplexity tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from .metrics import bias_scores
+from .perplexity_stats import perplexity_summary
+from .regression import dose_response, transition_model
+from .transitions import (excess_emergence, item_table, noise_floor, paired_tests,
+                          probability_shifts, role_flows, transitions)
+
+#: Table name -> what it holds (README and report captions use these names).
+TABLES = (
+    "bias_scores", "items_by_variant", "transitions", "role_flows", "noise_floor",
+    "excess_emergence", "probability_shift_items", "probability_shifts", "paired_tests",
+    "regression_coefficients", "regression_tests", "transition_model", "perplexity",
+)
+
+
+def analyse(answers: pl.DataFrame, items: pl.DataFrame, variants: pl.DataFrame,
+            ppl: pl.DataFrame | None, baseline: str, n_seeds: int,
+            cfg: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
+    """Every analysis table, keyed by the names in :data:`TABLES`."""
+    n_boot, seed = int(cfg.get("n_boot", 2000)), int(cfg.get("seed", 0))
+    per_item = item_table(answers)
+    shifts = probability_shifts(per_item, baseline)
+    reg = dose_response(answers, variants)
+    out = {
+        "bias_scores": bias_scores(answers, items),
+        "items_by_variant": per_item,
+        "transitions": transitions(per_item, baseline),
+        "role_flows": role_flows(per_item, baseline),
+        "noise_floor": noise_floor(answers, baseline, n_seeds),
+        "excess_emergence": excess_emergence(answers, baseline, n_seeds, n_boot, seed),
+        "probability_shift_items": shifts["items"],
+        "probability_shifts": shifts["summary"],
+        "paired_tests": paired_tests(per_item, baseline, n_boot, seed),
+        "regression_coefficients": reg["coefficients"],
+        "regression_tests": reg["tests"],
+        "transition_model": transition_model(per_item, variants, baseline),
+    }
+    if ppl is not None:
+        out["perplexity"] = perplexity_summary(ppl, baseline, n_boot, seed)
+    return out

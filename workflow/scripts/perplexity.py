@@ -1,0 +1,15 @@
+from compbias.io import read_parquet, write_parquet
+from compbias.logs import log_to
+from compbias.perplexity import sequence_losses
+from compbias.runtime import load_model, resolve_runtime, set_threads
+
+with log_to(snakemake.log[0]) as log:
+    set_threads(snakemake.threads)
+    cfg = snakemake.params.runtime
+    runtime = resolve_runtime(cfg["compute_dtype"], cfg["dequantize"])
+    model, _, _ = load_model(snakemake.input.checkpoint, runtime)
+    corpus = read_parquet(snakemake.input.corpus)
+    table = sequence_losses(model, corpus["tokens"].to_list(), snakemake.params.batch_size)
+    log.info("nll per token %.4f over %d sequences",
+             table["nll_sum"].sum() / max(table["n_tokens"].sum(), 1), table.height)
+    write_parquet(table, snakemake.output[0])
