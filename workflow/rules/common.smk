@@ -56,12 +56,12 @@ def checkpoint_source(wildcards):
     if variant_kind(spec) in ("checkpoint", "gguf"):
         return []
     if "base" in spec:
-        return checkpoint_dir(wildcards.model, spec["base"])
+        return [checkpoint_dir(wildcards.model, spec["base"])]
     if variant_kind(spec) == "prune":  # pruning reads a local checkpoint: the baseline's
-        return checkpoint_dir(wildcards.model, BASELINE)
+        return [checkpoint_dir(wildcards.model, BASELINE)]
     kind, location = model_source(config["models"][wildcards.model])
     if kind == "gguf":
-        return f"resources/sources/{wildcards.model}"
+        return [f"resources/sources/{wildcards.model}"]
     return [location] if kind == "path" else []
 
 
