@@ -24,12 +24,32 @@ def _local_texts(path: str) -> list[str]:
     return texts
 
 
+def stdlib_texts() -> list[str]:
+    """Docstrings of Python standard-library modules: English prose that every machine has,
+    for offline perplexity when no corpus is configured."""
+    import importlib
+    import inspect
+
+    names = ("argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email",
+             "functools", "http.client", "json", "logging", "pathlib", "random", "re",
+             "sqlite3", "statistics", "string", "subprocess", "threading", "unittest", "zipfile")
+    texts = []
+    for name in names:
+        mod = importlib.import_module(name)
+        for obj in [mod, *(getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_"))]:
+            doc = inspect.getdoc(obj) if callable(obj) or inspect.ismodule(obj) else None
+            if doc and len(doc) > 200 and doc not in texts:
+                texts.append(doc)
+    return texts
+
+
 def corpus_tokens(tokenizer, cfg: Mapping[str, Any]) -> np.ndarray:
     """Token windows (n_samples x seq_len) of the perplexity corpus.
 
     ``source: hf`` samples a Hugging Face dataset with mlx_lm's own perplexity loader (chat
     datasets are rendered with the model's template), seeded; ``source: text`` concatenates local
-    text files (a directory, a glob, or .jsonl with a ``text`` field) and cuts consecutive windows.
+    text files (a directory, a glob, or .jsonl with a ``text`` field) and cuts consecutive windows;
+    ``source: stdlib`` does the same with :func:`stdlib_texts`.
     """
     n, length, seed = int(cfg["n_samples"]), int(cfg["seq_len"]), int(cfg["seed"])
     if cfg.get("source", "hf") == "hf":
@@ -38,7 +58,8 @@ def corpus_tokens(tokenizer, cfg: Mapping[str, Any]) -> np.ndarray:
         np.random.seed(seed)
         return np.array(load_data(tokenizer, cfg["name"], n, length))
     ids: list[int] = []
-    for text in _local_texts(cfg["path"]):
+    texts = stdlib_texts() if cfg["source"] == "stdlib" else _local_texts(cfg["path"])
+    for text in texts:
         ids += tokenizer.encode(text) + [tokenizer.eos_token_id]
     windows = len(ids) // length
     if windows == 0:
