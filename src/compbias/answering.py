@@ -11,6 +11,7 @@ import polars as pl
 
 from . import prompts
 from .sampling import LETTERS, invert, parse_letter, sorted_distribution, uniform
+from .scoring import batches
 
 ANSWER_SCHEMA = {
     "item_id": pl.String, "category": pl.String, "condition": pl.String,
@@ -78,31 +79,59 @@ class Decoder:
             self._model, self._tok = self.load()
         return self._model, self._tok
 
-    def decode(self, item: dict, seed: int, first: int | None) -> tuple[int, str]:
-        """(first token, decoded answer text) for one item and seed."""
-        import mlx.core as mx
-        from mlx_lm.models.cache import make_prompt_cache
+    def decode(self, rows: Sequence[dict], seed: int, firsts: Sequence[int | None],
+               batch_tokens: int = 4096) -> list[str]:
+        """Decoded answer texts of ``rows`` for ``seed``; ``firsts`` holds each row's first token
+        when the scores already determined it (None: draw it from the full distribution).
 
+        Prompts run in left-padded batches (mlx_lm's BatchKVCache) and every step samples each
+        row with its own (seed, item_id, step) key, so a text does not depend on its batch.
+        """
         model, tok = self._ensure()
-        perm = prompts.permutation(self.spec.option_order, seed, item["item_id"])
-        ids = prompts.render(tok, prompts.messages(item, perm, self.spec.system, self.spec.user))
-        cache = make_prompt_cache(model)
-        logits = model(mx.array(ids)[None], cache=cache)[0, -1]
-        eos = set(getattr(tok, "eos_token_ids", None) or [tok.eos_token_id])
-        out: list[int] = []
+        ids = [prompts.render(tok, prompts.messages(
+            row, prompts.permutation(self.spec.option_order, seed, row["item_id"]),
+            self.spec.system, self.spec.user)) for row in rows]
+        texts: list[str] = [""] * len(rows)
+        for idx in batches([len(t) for t in ids], batch_tokens, 64):
+            out = self._decode_batch(model, [ids[i] for i in idx], [rows[i]["item_id"] for i in idx],
+                                     seed, [firsts[i] for i in idx])
+            for j, i in enumerate(idx):
+                texts[i] = tok.decode(out[j])
+        return texts
+
+    def _decode_batch(self, model, ids: list[list[int]], item_ids: list[str], seed: int,
+                      firsts: list[int | None]) -> list[list[int]]:
+        import mlx.core as mx
+        from mlx_lm.models.cache import BatchKVCache
+
+        width = max(len(t) for t in ids)
+        pad = [width - len(t) for t in ids]
+        tokens = mx.array([[0] * p + t for p, t in zip(pad, ids)])
+        cache = [BatchKVCache(pad) for _ in model.layers]
+        logits = model(tokens, cache=cache)[:, -1]
+        eos = set(getattr(self._tok, "eos_token_ids", None) or [self._tok.eos_token_id])
+        out: list[list[int]] = [[] for _ in ids]
+        done = [False] * len(ids)
         for step in range(self.max_tokens):
-            if step == 0 and first is not None:
-                t = first
-            else:
-                order, p = sorted_distribution(np.array(logits.astype(mx.float32)), self.temperature)
-                k = invert(uniform(seed, item["item_id"], step), p)
-                t = int(order[-1 if k is None else k])
-            if t in eos:
+            rows = np.array(logits.astype(mx.float32)) if logits is not None else None
+            nxt = []
+            for j, item_id in enumerate(item_ids):
+                if step == 0 and firsts[j] is not None:
+                    t = firsts[j]
+                else:
+                    order, p = sorted_distribution(rows[j], self.temperature)
+                    k = invert(uniform(seed, item_id, step), p)
+                    t = int(order[-1 if k is None else k])
+                if not done[j]:
+                    if t in eos:
+                        done[j] = True
+                    else:
+                        out[j].append(t)
+                nxt.append(t)
+            if all(done) or step + 1 == self.max_tokens:
                 break
-            out.append(t)
-            if step + 1 < self.max_tokens:
-                logits = model(mx.array([[t]]), cache=cache)[0, -1]
-        return (out[0] if out else -1), tok.decode(out)
+            logits = model(mx.array(nxt)[:, None], cache=cache)[:, -1]
+        return out
 
 
 def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
@@ -127,15 +156,19 @@ def answer_seed(items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: D
     missing = joined.filter(pl.col("p_A").is_null())["item_id"].to_list()
     if missing:
         raise ValueError(f"scores lack {len(missing)} items of the shard, e.g. {missing[:3]}")
+    table = joined.to_dicts()
+    draws = [invert(uniform(seed, r["item_id"], 0), np.array(r["top_probs"])) for r in table]
+    letters = [None if k is None else r["top_letters"][k] for r, k in zip(table, draws)]
+    todo = [i for i, letter in enumerate(letters) if letter is None]
+    texts: dict[int, str] = {}
+    if todo:
+        firsts = [None if draws[i] is None else table[i]["top_ids"][draws[i]] for i in todo]
+        texts = dict(zip(todo, decoder.decode([table[i] for i in todo], seed, firsts)))
     rows = []
-    for row in joined.iter_rows(named=True):
+    for i, row in enumerate(table):
         perm: Sequence[int] = row["perm"]
-        k = invert(uniform(seed, row["item_id"], 0), np.array(row["top_probs"]))
-        letter = None if k is None else row["top_letters"][k]
-        text = None
-        if letter is None:
-            _, text = decoder.decode(row, seed, None if k is None else row["top_ids"][k])
-            letter = parse_letter(text, parser)
+        text = texts.get(i)
+        letter = letters[i] if text is None else parse_letter(text, parser)
         choice = perm[LETTERS.index(letter)] if letter else None
         p = [0.0, 0.0, 0.0]
         for j, L in enumerate(LETTERS):

@@ -41,8 +41,11 @@ def find_blas(setting: str = "auto") -> str | None:
     for path in BLAS_CANDIDATES:
         if Path(path).exists():
             return path
-    mkl = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
-    return mkl[0] if mkl else None
+    for pattern in ("libopenblas*.so*", "libmkl_rt.so*"):  # conda's OpenBLAS, PyPI's mkl
+        found = sorted(glob.glob(os.path.join(sys.prefix, "lib", pattern)))
+        if found:
+            return found[0]
+    return None
 
 
 _LOADED: str | None = None
