@@ -8,11 +8,17 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/items.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/answers.smk"
 include: "workflow/rules/rates.smk"
+include: "workflow/rules/perplexity.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

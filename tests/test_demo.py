@@ -23,7 +23,7 @@ def demo(tmp_path_factory, shared_bbq):
     cfg.update(shards=1, placebo_seeds=[2001])
     cfg["perplexity"].update(n_samples=4, seq_len=64)
     cfg["analysis"]["n_boot"] = 200
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     run = snakemake(work, "--cores", "2", "all")
     assert run.returncode == 0, run.stderr[-5000:]
     return work, pl.read_parquet(work / "results/answers.parquet")

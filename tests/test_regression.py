@@ -7,7 +7,8 @@ import pytest
 import statsmodels.api as sm
 
 from compbias.metrics import rates
-from compbias.regression import COEF_COLUMNS, TEST_COLUMNS, dose_response, transition_model
+from compbias.regression import (COEF_COLUMNS, NO_PRUNING, SINGLE_METHOD, TEST_COLUMNS, dose_response,
+                                 sparsity_response, transition_model)
 from compbias.synthetic import synthetic_answers
 from compbias.transitions import item_table, transitions
 
@@ -173,3 +174,72 @@ def test_full_scale_timing():
         + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
         + f"; pipeline total {pipeline:.2f}; peak RSS of the test process {peak:.0f} MiB"
     )
+
+
+def _pruned_study(effects: dict[str, float], slope: float, n_items: int = 4000, seed: int = 11):
+    """Synthetic answers of a baseline and pruning variants with a planted sparsity effect.
+
+    ``effects`` maps variant -> (method, measured sparsity, method slope multiplier) through the
+    synthetic generator's bits: a variant's planted log-odds shift is slope * multiplier * sparsity.
+    """
+    doses = {"bf16": 0.0} | {v: m * s for v, (_, s, m) in effects.items()}
+    a, _, v = synthetic_answers(n_items, models=("m1",), variants=doses, seeds=3, effect=slope, item_sd=0.0,
+                                seed=seed)  # fmt: skip
+    meta = pl.DataFrame(
+        [{"variant": k, "method": meth, "target_sparsity": 0.6, "sparsity": s} for k, (meth, s, _) in effects.items()],
+        schema={"variant": pl.String, "method": pl.String, "target_sparsity": pl.Float64, "sparsity": pl.Float64},
+    )
+    v = (
+        v.drop("method", "target_sparsity", "sparsity")
+        .join(meta, on="variant", how="left")
+        .with_columns(bits=pl.lit(16.0), kind=pl.when(pl.col("method").is_null()).then(pl.lit("dtype")).otherwise(pl.lit("prune")))
+        .select(v.columns)
+    )
+    return a, v
+
+
+def test_sparsity_planted_effect_and_interaction_recovered():
+    # magnitude: log-odds slope 2.0 per unit of MEASURED sparsity; wanda: 1.0 (interaction -1.0).
+    # The target sparsity (0.6) differs from the measured one: the fit must use the measured one.
+    effects = {"mag-25": ("magnitude", 0.25, 1.0), "mag-50": ("magnitude", 0.5, 1.0),
+               "wanda-25": ("wanda", 0.25, 0.5), "wanda-50": ("wanda", 0.5, 0.5)}  # fmt: skip
+    a, v = _pruned_study(effects, slope=2.0)
+    d = sparsity_response(a, v)
+    c, t = d["coefficients"], d["tests"]
+    assert c.columns == COEF_COLUMNS and t.columns == TEST_COLUMNS
+    assert set(c["spec"]) == {"sparsity_cluster", "sparsity_per_model"}
+    assert (c["flag"] == "").all() and c["converged"].all()
+    assert "bits" not in set(c["term"])  # no pruned variant is quantized
+    s = coef(d, "sparsity_cluster", "sparsity")
+    assert s["coef"] - 1.96 * s["se"] <= 2.0 <= s["coef"] + 1.96 * s["se"] and s["p_value"] < 1e-6
+    i = coef(d, "sparsity_cluster", "sparsity:C(method)[T.wanda]")
+    assert i["coef"] - 1.96 * i["se"] <= -1.0 <= i["coef"] + 1.96 * i["se"] and i["or_hi"] < 1
+    wald = t.filter(spec="sparsity_cluster", test="Wald sparsity:C(method) (cluster)").row(0, named=True)
+    assert wald["df"] == 1 and wald["p_value"] < 0.01 and wald["flag"] == ""
+    # the same fit per model (one model here) and no baseline/quantization variant leaks in
+    assert coef(d, "sparsity_per_model", "sparsity", scope="m1")["coef"] == pytest.approx(s["coef"])
+    n_valid = a.filter(~pl.col("placebo"), pl.col("role").is_in(["biased", "anti", "unknown"])).height
+    assert s["n_obs"] == n_valid
+
+
+def test_sparsity_bits_term_single_method_and_no_pruning():
+    effects = {"wanda-50": ("wanda", 0.5, 1.0), "wanda-50-q4": ("wanda", 0.5, 1.0)}
+    a, v = _pruned_study(effects, slope=1.0, n_items=1000, seed=12)
+    # a pruned-then-quantized variant adds a bits term; one method: the interaction is flagged
+    v = v.with_columns(bits=pl.when(pl.col("variant") == "wanda-50-q4").then(4.0).otherwise(pl.col("bits")))
+    d = sparsity_response(a, v)
+    assert {"Intercept", "sparsity", "bits"} <= set(d["coefficients"]["term"])
+    assert np.isfinite(coef(d, "sparsity_cluster", "sparsity")["coef"])
+    inter = d["tests"].filter(pl.col("test").str.contains("C\\(method\\)"))
+    assert inter.height == 4 and (inter["flag"] == SINGLE_METHOD).all() and inter["p_value"].is_nan().all()
+    # no pruning variants at all (a quantization study): empty coefficients, flagged tests
+    a, _, v = synthetic_answers(300, models=("m1",), seeds=2, seed=13)
+    d = sparsity_response(a, v)
+    assert d["coefficients"].columns == COEF_COLUMNS and d["coefficients"].height == 0
+    assert d["tests"].columns == TEST_COLUMNS and (d["tests"]["flag"] == NO_PRUNING).all()
+    # variants table from before pruning existed (no method column), and no answers at all
+    assert sparsity_response(a, v.drop("method", "target_sparsity", "sparsity"))["coefficients"].height == 0
+    a, v = _pruned_study(effects, slope=1.0, n_items=200, seed=14)
+    empty = sparsity_response(a.clear(), v)
+    assert empty["coefficients"]["coef"].is_nan().all() and (empty["coefficients"]["n_obs"] == 0).all()
+    assert (empty["coefficients"]["flag"] == "no observations").all() and empty["tests"]["p_value"].is_nan().all()

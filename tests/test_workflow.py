@@ -47,7 +47,7 @@ def study(tmp_path_factory, tiny_model):
             cal["source"] = str(ROOT / cal["source"])
     if "perplexity" in cfg and "path" in cfg["perplexity"]:
         cfg["perplexity"]["path"] = str(ROOT / cfg["perplexity"]["path"])
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     run = snakemake(work, "--cores", "2", "all")
     assert run.returncode == 0, run.stderr[-5000:]
     return work, cfg
@@ -100,3 +100,26 @@ def test_corrupt_or_short_shard_is_named(tmp_path, study):
     pl.read_parquet(good).head(1).write_parquet(bad)
     with pytest.raises(ValueError, match=r"shard=0.parquet: 1 answers, expected"):
         merge_answers([bad], items, [], "bf16")
+
+
+def test_figures_summary_and_report(study):
+    work, cfg = study
+    for name in ("dose_response", "transitions", "perplexity_vs_bias", "category_heatmap", "pruning"):
+        for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
+            path = work / "results" / "figures" / f"{name}.{ext}"
+            assert path.stat().st_size > 5000 and path.read_bytes().startswith(magic), path
+    summary = (work / "results" / "summary.md").read_text()
+    assert summary.startswith("# Summary") and "## Regression" in summary and "## Pruning" in summary
+    heads = [line for line in summary.splitlines() if line.startswith("- at ")]
+    assert len(heads) == len(cfg["variants"]) - 1 and all("became biased (noise floor" in h for h in heads)
+    tables = sorted(p.name for p in (work / "results" / "report_tables").iterdir())
+    assert tables == sorted(f"{t}.csv" for t in ("rates", "transitions", "excess_emergence", "bias_scores",
+                                                  "regression_coefficients", "perplexity", "sparsity_coefficients"))
+    report = work / "report.html"
+    run = snakemake(work, "--report", str(report))
+    assert run.returncode == 0, run.stderr[-5000:]
+    html = report.read_text()
+    assert len(html) > 200_000  # the figures are embedded
+    for text in ("compbias: does compressing", "Emergence of biased answers vs the noise floor", "Answer-role rates",
+                 "dose_response.png", "pruning.png", "summary.md", "excess_emergence.csv"):
+        assert text in html, text

@@ -9,7 +9,7 @@ import polars as pl
 
 from .metrics import bias_scores
 from .perplexity_stats import perplexity_summary
-from .regression import dose_response, transition_model
+from .regression import dose_response, sparsity_response, transition_model
 from .transitions import (excess_emergence, item_table, noise_floor, paired_tests,
                           probability_shifts, role_flows, transitions)
 
@@ -17,7 +17,8 @@ from .transitions import (excess_emergence, item_table, noise_floor, paired_test
 TABLES = (
     "bias_scores", "items_by_variant", "transitions", "role_flows", "noise_floor",
     "excess_emergence", "probability_shift_items", "probability_shifts", "paired_tests",
-    "regression_coefficients", "regression_tests", "transition_model", "perplexity",
+    "regression_coefficients", "regression_tests", "transition_model", "sparsity_coefficients",
+    "sparsity_tests", "perplexity",
 )
 
 
@@ -29,6 +30,7 @@ def analyse(answers: pl.DataFrame, items: pl.DataFrame, variants: pl.DataFrame,
     per_item = item_table(answers)
     shifts = probability_shifts(per_item, baseline)
     reg = dose_response(answers, variants)
+    sparse = sparsity_response(answers, variants)
     out = {
         "bias_scores": bias_scores(answers, items),
         "items_by_variant": per_item,
@@ -42,6 +44,8 @@ def analyse(answers: pl.DataFrame, items: pl.DataFrame, variants: pl.DataFrame,
         "regression_coefficients": reg["coefficients"],
         "regression_tests": reg["tests"],
         "transition_model": transition_model(per_item, variants, baseline),
+        "sparsity_coefficients": sparse["coefficients"],
+        "sparsity_tests": sparse["tests"],
     }
     if ppl is not None:
         out["perplexity"] = perplexity_summary(ppl, baseline, n_boot, seed)

@@ -41,11 +41,11 @@ def _factor(col: str, levels: Sequence[str], times: str | None = None) -> list[T
     return out
 
 
-def _fit(cells: pl.DataFrame, terms: list[Term]) -> dict:
+def _fit(cells: pl.DataFrame, terms: list[Term], covariates: Sequence[str] = ("bits",)) -> dict:
     """Binomial GLM of cells ``y``/``m`` on ``terms`` with i.i.d. and item-clustered covariances.
 
-    Every term is a function of (model, variant, category, bits), so the GLM is fitted on the
-    cells collapsed to those keys (same likelihood kernel, a few dozen rows); the item-level
+    Every term is a function of (model, variant, category, ``covariates``), so the GLM is fitted
+    on the cells collapsed to those keys (same likelihood kernel, a few dozen rows); the item-level
     cells are only used for the cluster sandwich. ``llf`` is the Bernoulli (row-level) log
     likelihood. Never raises: non-estimable terms (no observations / collinear) are dropped and
     flagged, separated terms are flagged and set to NaN, a failed fit gives NaN everywhere with
@@ -61,7 +61,7 @@ def _fit(cells: pl.DataFrame, terms: list[Term]) -> dict:
     def design(df: pl.DataFrame) -> np.ndarray:
         return df.select(e.cast(pl.Float64).alias(n) for n, e in terms).to_numpy()
 
-    coarse = cells.group_by("model", "variant", "category", "bits").agg(pl.sum("y", "m"))
+    coarse = cells.group_by("model", "variant", "category", *covariates).agg(pl.sum("y", "m"))
     X, y, m = design(coarse), coarse["y"].to_numpy(), coarse["m"].to_numpy()
     if len(cells) == 0:
         fit["flags"] = ["no observations"] * k
@@ -253,3 +253,94 @@ def transition_model(items_tbl: pl.DataFrame, variants: pl.DataFrame, baseline: 
     )
     terms = [INTERCEPT, ("bits", pl.col("bits")), *_factor("category", _levels(cells["category"]))]
     return _coef_rows(_fit(cells, terms), "transition_cluster", "pooled", "cluster").select(COEF_COLUMNS)
+
+
+# --------------------------------------------------------------------------- pruning (sparsity dose)
+
+_COEF_SCHEMA = {"spec": pl.String, "model_scope": pl.String, "term": pl.String, "coef": pl.Float64,
+                "se": pl.Float64, "odds_ratio": pl.Float64, "or_lo": pl.Float64, "or_hi": pl.Float64,
+                "p_value": pl.Float64, "n_obs": pl.Int64, "n_clusters": pl.Int64, "converged": pl.Boolean,
+                "flag": pl.String}  # fmt: skip
+_TEST_SCHEMA = {"spec": pl.String, "model_scope": pl.String, "test": pl.String, "statistic": pl.Float64,
+                "df": pl.Int64, "p_value": pl.Float64, "flag": pl.String}  # fmt: skip
+NO_PRUNING = "no pruning variants"
+SINGLE_METHOD = "single pruning method: no method x sparsity interaction"
+
+
+def pruning_cells(answers: pl.DataFrame, variants: pl.DataFrame) -> pl.DataFrame:
+    """:func:`binomial_cells` of the baseline and the pruning variants (those with a ``method``).
+
+    Adds ``sparsity`` (the MEASURED sparsity of the manifest; 0 at an unpruned baseline) and
+    ``method`` (``"none"`` at the baseline). Empty when ``variants`` has no pruning variant.
+    """
+    if "method" not in variants.columns:
+        variants = variants.with_columns(method=pl.lit(None, pl.String), sparsity=pl.lit(None, pl.Float64))
+    base = pl.col("is_baseline")
+    keep = variants.filter(base | pl.col("method").is_not_null()).select(
+        "model", "variant",
+        sparsity=pl.when(base & pl.col("sparsity").is_null()).then(0.0).otherwise(pl.col("sparsity").cast(pl.Float64)),
+        method=pl.col("method").fill_null("none"),
+    )  # fmt: skip
+    if not has_pruning(variants):
+        keep = keep.clear()
+    return binomial_cells(answers, variants).join(keep, on=["model", "variant"], how="inner")
+
+
+def has_pruning(variants: pl.DataFrame) -> bool:
+    """Whether ``variants`` has a non-baseline variant with a pruning ``method``."""
+    return "method" in variants.columns and bool(
+        variants.filter(~pl.col("is_baseline") & pl.col("method").is_not_null()).height
+    )
+
+
+def sparsity_response(answers: pl.DataFrame, variants: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Logistic dose-response of biased answers on the measured sparsity of pruning variants.
+
+    Data: :func:`pruning_cells` — valid answers of resolved items (placebo excluded) of the
+    baseline and of every variant with a pruning ``method`` (including pruned-then-quantized
+    ones). Model: biased ~ sparsity + C(method):sparsity + C(category) [+ bits] [+ C(model)]:
+    every method shares the baseline intercept (sparsity 0), ``sparsity`` is the slope of the
+    reference method (first in sorted order) and ``sparsity:C(method)[T.x]`` the difference of
+    method x's slope. ``bits`` is added when a pruning variant is also quantized (its bits differ
+    from the others), ``C(model)`` (pooled spec only) when there are several models. SEs are
+    clustered by item. Methods whose variants have no valid answer get no term (nothing to
+    estimate). Specs: ``sparsity_cluster`` (pooled) and ``sparsity_per_model``
+    (``model_scope`` = model, without ``C(model)``).
+
+    Returns ``{"coefficients": ..., "tests": ...}`` in the columns of :func:`dose_response`.
+    Tests per spec/scope: ``Wald sparsity (cluster)``, ``Wald sparsity:C(method) (cluster)``
+    (the method x sparsity interaction) and ``LR sparsity:C(method) (iid)`` (against the fit
+    without the interaction). Without pruning variants: no coefficient rows and NaN tests
+    flagged :data:`NO_PRUNING`; with a single method the interaction tests are flagged
+    :data:`SINGLE_METHOD`. Never raises.
+    """
+    cells = pruning_cells(answers, variants)
+    test_names = ["Wald sparsity (cluster)", "Wald sparsity:C(method) (cluster)", "LR sparsity:C(method) (iid)"]
+    if not has_pruning(variants):
+        tests = [{"spec": "sparsity_cluster", "model_scope": "pooled", "test": t, "statistic": np.nan, "df": 0,
+                  "p_value": np.nan, "flag": NO_PRUNING} for t in test_names]  # fmt: skip
+        return {"coefficients": pl.DataFrame(schema=_COEF_SCHEMA).select(COEF_COLUMNS),
+                "tests": pl.DataFrame(tests, schema=_TEST_SCHEMA).select(TEST_COLUMNS)}  # fmt: skip
+    methods = _levels(cells.filter(pl.col("method") != "none")["method"])
+    covs = ("bits", "sparsity", "method")
+    dose: list[Term] = [("sparsity", pl.col("sparsity"))]
+    inter = _factor("method", methods, times="sparsity")
+    extra: list[Term] = [("bits", pl.col("bits"))] if cells["bits"].drop_nulls().n_unique() > 1 else []
+    models = _levels(cells["model"]) or _levels(variants["model"])
+
+    coefs, tests = [], []
+    scopes = [("sparsity_cluster", "pooled", cells, _factor("model", models))]
+    scopes += [("sparsity_per_model", m, cells.filter(pl.col("model") == m), []) for m in models]
+    for spec, scope, c, mod in scopes:
+        base = [INTERCEPT, *dose, *extra, *mod, *_factor("category", _levels(c["category"]))]
+        full, reduced = _fit(c, base + inter, covs), _fit(c, base, covs)
+        coefs.append(_coef_rows(full, spec, scope, "cluster"))
+        rows = [_wald(full, "sparsity", spec, scope, "cluster"), _wald(full, "sparsity:C(method)", spec, scope, "cluster"),
+                _lr(full, reduced, "sparsity:C(method)", spec, scope)]  # fmt: skip
+        if len(methods) < 2:
+            rows[1:] = [r | {"statistic": np.nan, "p_value": np.nan, "flag": SINGLE_METHOD} for r in rows[1:]]
+        tests += rows
+    return {
+        "coefficients": pl.concat(coefs).select(COEF_COLUMNS),
+        "tests": pl.DataFrame(tests, schema=_TEST_SCHEMA).select(TEST_COLUMNS),
+    }

@@ -93,4 +93,6 @@ def all_outputs():
         "results/answers.parquet",
         "results/variants.parquet",
         "results/rates.parquet",
-    ] + expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES)
+    ] + expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES) + expand(
+        "results/figures/{figure}.{ext}", figure=FIGURES, ext=("png", "pdf")  # FIGURES: report.smk
+    ) + ["results/summary.md"]

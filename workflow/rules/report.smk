@@ -1,0 +1,111 @@
+# Figures, the Markdown summary and the tables shown in the Snakemake report
+# (snakemake --report report.html, whose front page is workflow/report/workflow.rst).
+
+FIGURES = ["dose_response", "transitions", "perplexity_vs_bias", "category_heatmap", "pruning"]
+FIGURE_LABELS = {
+    "dose_response": "answer roles vs precision",
+    "transitions": "emergence vs noise floor",
+    "perplexity_vs_bias": "perplexity vs bias",
+    "category_heatmap": "categories x variants",
+    "pruning": "pruning vs sparsity",
+}
+HAS_PRUNING = any(variant_kind(spec) == "prune" for spec in config["variants"].values())
+# tables copied to results/report_tables/ and shown in the report (rates is results/rates.csv,
+# the others results/analysis/{table}.csv)
+REPORT_TABLES = (
+    ["rates", "transitions", "excess_emergence", "bias_scores", "regression_coefficients"]
+    + (["perplexity"] if PERPLEXITY else [])
+    + (["sparsity_coefficients"] if HAS_PRUNING else [])
+)
+
+# analysis tables the summary reads
+SUMMARY_TABLES = [
+    t for t in ANALYSIS_TABLES
+    if t in ("transitions", "excess_emergence", "noise_floor", "bias_scores", "regression_coefficients",
+             "regression_tests", "role_flows", "sparsity_coefficients", "sparsity_tests", "perplexity")
+]
+
+
+def report_table_source(table):
+    return "results/rates.parquet" if table == "rates" else f"results/analysis/{table}.parquet"
+
+
+rule figures:
+    input:
+        rates="results/rates.parquet",
+        variants="results/variants.parquet",
+        transitions="results/analysis/transitions.parquet",
+        excess="results/analysis/excess_emergence.parquet",
+        noise_floor="results/analysis/noise_floor.parquet",
+        perplexity=["results/analysis/perplexity.parquet"] if PERPLEXITY else [],
+    output:
+        **{
+            name: report(
+                f"results/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+                labels={"figure": FIGURE_LABELS[name]},
+            )
+            for name in FIGURES
+        },
+        pdf=expand("results/figures/{name}.pdf", name=FIGURES),
+    params:
+        baseline=BASELINE,
+    log:
+        "logs/figures.log",
+    benchmark:
+        "results/benchmarks/figures.tsv"
+    script:
+        "../scripts/figures.py"
+
+
+rule report_tables:
+    input:
+        **{table: report_table_source(table) for table in REPORT_TABLES},
+    output:
+        **{
+            table: report(
+                f"results/report_tables/{table}.csv",
+                caption=f"../report/table_{table}.rst",
+                category="Tables",
+                labels={"table": table},
+            )
+            for table in REPORT_TABLES
+        },
+    log:
+        "logs/report_tables.log",
+    run:
+        # the CSV written beside each Parquet table (compbias.io.write_parquet, csv=True) is
+        # complete whenever the Parquet file exists; copy it via a temporary name
+        import shutil
+
+        with open(log[0], "w") as fh:
+            for table in REPORT_TABLES:
+                src = Path(input[table]).with_suffix(".csv")
+                if not src.exists():
+                    raise FileNotFoundError(f"{src}: missing (written with {input[table]}); rerun its rule")
+                dst = Path(output[table])
+                tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+                print(f"{src} -> {dst}", file=fh)
+
+
+rule summary:
+    input:
+        rates="results/rates.parquet",
+        variants="results/variants.parquet",
+        **{table: f"results/analysis/{table}.parquet" for table in SUMMARY_TABLES},
+        # not read: depending on them puts the report tables in the DAG of `all`, so that
+        # `snakemake --report` includes them
+        report_tables=expand("results/report_tables/{table}.csv", table=REPORT_TABLES),
+    output:
+        report("results/summary.md", caption="../report/summary.rst", category="Summary"),
+    params:
+        baseline=BASELINE,
+    log:
+        "logs/summary.log",
+    benchmark:
+        "results/benchmarks/summary.tsv"
+    script:
+        "../scripts/summary.py"
