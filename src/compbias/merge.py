@@ -43,7 +43,7 @@ def merge_answers(paths: Sequence[str | Path], items: pl.DataFrame, placebo_seed
 
 def variants_table(checkpoints: Sequence[str | Path], order: Sequence[str],
                    baseline: str) -> pl.DataFrame:
-    """One row per checkpoint manifest (docs/schemas.md, ``variants.parquet``)."""
+    """One row per checkpoint manifest (README, ``variants.parquet``)."""
     rows = []
     for path in map(Path, checkpoints):
         m = json.loads((path / MANIFEST).read_text())

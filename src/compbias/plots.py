@@ -1,6 +1,6 @@
 """Figures of a study (matplotlib, Agg canvas): every function writes ``{out}.png`` and ``{out}.pdf``.
 
-Inputs are the tables of ``docs/schemas.md`` and of :mod:`compbias.analysis`. Variants are shown
+Inputs are the tables of the README's "Outputs and their schemas" and of :mod:`compbias.analysis`. Variants are shown
 in config order (``variants.parquet`` column ``order``); pruning variants (with a ``method``) are
 kept apart from quantization variants. Every function tolerates NaN rates (a variant or category
 without valid answers), a single variant, missing tables and empty tables: it draws what exists
