@@ -5,7 +5,7 @@ import pytest
 from compbias import bbq, prompts
 from compbias.answering import Decoder, PromptSpec, answer_seed, role_of, score_items
 from compbias.runtime import load_model, resolve_runtime
-from compbias.sampling import invert, parse_letter, sorted_distribution, uniform
+from compbias.sampling import invert, parse_letter, sample_rows, sorted_distribution, uniform
 from conftest import TEST_DATA
 
 
@@ -84,3 +84,15 @@ def test_answers_do_not_depend_on_shards_or_batching(loaded, order):
     assert np.allclose(one["p_ans0"], four["p_ans0"], atol=1e-5)
     assert set(one["method"]) == {"first_token", "continued"}  # both paths exercised
     assert np.allclose(one["letter_mass"], one["p_ans0"] + one["p_ans1"] + one["p_ans2"])
+
+
+def test_sample_rows_matches_the_scalar_sampler():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(200, 300)) * 3
+    us = rng.random(200)
+    us[:5] = 1 - 1e-12  # draws in the far tail take the full-sort path
+    got = sample_rows(logits, 0.3, us, head=8)
+    for row in range(200):
+        ids, p = sorted_distribution(logits[row], 0.3)
+        k = invert(us[row], p)
+        assert got[row] == ids[-1 if k is None else k]

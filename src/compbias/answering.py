@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from . import prompts
-from .sampling import LETTERS, invert, parse_letter, sorted_distribution, uniform
+from .sampling import LETTERS, invert, parse_letter, sample_rows, uniform
 from .scoring import batches
 
 ANSWER_SCHEMA = {
@@ -113,21 +113,16 @@ class Decoder:
         out: list[list[int]] = [[] for _ in ids]
         done = [False] * len(ids)
         for step in range(self.max_tokens):
-            rows = np.array(logits.astype(mx.float32)) if logits is not None else None
-            nxt = []
-            for j, item_id in enumerate(item_ids):
-                if step == 0 and firsts[j] is not None:
-                    t = firsts[j]
-                else:
-                    order, p = sorted_distribution(rows[j], self.temperature)
-                    k = invert(uniform(seed, item_id, step), p)
-                    t = int(order[-1 if k is None else k])
+            us = np.array([uniform(seed, i, step) for i in item_ids])
+            nxt = sample_rows(np.array(logits.astype(mx.float32)), self.temperature, us)
+            if step == 0:
+                nxt = np.array([f if f is not None else t for f, t in zip(firsts, nxt)])
+            for j, t in enumerate(nxt.tolist()):
                 if not done[j]:
                     if t in eos:
                         done[j] = True
                     else:
                         out[j].append(t)
-                nxt.append(t)
             if all(done) or step + 1 == self.max_tokens:
                 break
             logits = model(mx.array(nxt)[:, None], cache=cache)[:, -1]

@@ -93,7 +93,8 @@ class Runtime:
         return asdict(self)
 
 
-def resolve_runtime(compute_dtype: str = "auto", dequantize: str | bool = "auto") -> Runtime:
+def resolve_runtime(compute_dtype: str = "auto", dequantize: str | bool = "auto",
+                    cache_limit_gb: float = 4.0) -> Runtime:
     """Pick the compute dtype and dequantize-at-load choice for this machine.
 
     ``auto``: on CPU float32 with dequantized weights (fast BLAS path); on CUDA the model's
@@ -108,11 +109,15 @@ def resolve_runtime(compute_dtype: str = "auto", dequantize: str | bool = "auto"
         device = "metal"
     else:
         device = "cuda"
+    if device != "cpu":
+        # Several jobs share one GPU: MLX's buffer cache would otherwise grow towards the whole
+        # device in each of them (seen: out-of-memory with four concurrent jobs on an H200).
+        mx.set_cache_limit(int(cache_limit_gb * 2**30))
     if compute_dtype == "auto":
         compute_dtype = "float32" if device == "cpu" else "native"
     if dequantize == "auto":
         dequantize = device != "metal"
-    return Runtime(device, compute_dtype, bool(dequantize), active_blas())
+    return Runtime(device, compute_dtype, bool(dequantize), active_blas() if device == "cpu" else "n/a")
 
 
 def load_model(path: str | Path, runtime: Runtime):

@@ -51,6 +51,32 @@ def sorted_distribution(logits: np.ndarray, temperature: float) -> tuple[np.ndar
     return order, p[order]
 
 
+def sample_rows(logits: np.ndarray, temperature: float, us: np.ndarray, head: int = 64) -> np.ndarray:
+    """Vectorised :func:`sorted_distribution` + :func:`invert` for a batch of rows.
+
+    Each row's token is found in the head of its sorted distribution (the ``head`` most likely
+    tokens); only rows whose draw falls beyond the head are sorted in full.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature <= 0:
+        return logits.argmax(axis=1)
+    z = logits / temperature
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    k = min(head, p.shape[1] - 1)
+    cand = np.argpartition(-p, k, axis=1)[:, : k + 1]
+    pc = np.take_along_axis(p, cand, axis=1)
+    order = np.lexsort((cand, -pc), axis=1)
+    cand, pc = np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
+    pos = (np.cumsum(pc, axis=1) <= us[:, None]).sum(axis=1)
+    out = cand[np.arange(len(p)), np.minimum(pos, k)]
+    for row in np.flatnonzero(pos >= k):  # rare: the draw lies in the tail
+        ids, probs = sorted_distribution(logits[row], temperature)
+        j = invert(float(us[row]), probs)
+        out[row] = ids[-1 if j is None else j]
+    return out
+
+
 def parse_letter(text: str, parser: str = "strict") -> str | None:
     """The answer letter in ``text``, or None.
 
