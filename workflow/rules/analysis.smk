@@ -15,5 +15,8 @@ rule analysis:
         "logs/analysis.log",
     benchmark:
         "results/benchmarks/analysis.tsv"
+    resources:
+        mem_mb=config["cluster"]["analysis_mem_mb"],
+        runtime=config["cluster"]["analysis_runtime"],
     script:
         "../scripts/analysis.py"

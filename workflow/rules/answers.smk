@@ -13,6 +13,10 @@ rule scores:
     benchmark:
         "results/benchmarks/scores/{model}/{variant}/{group}/shard={shard}.tsv"
     threads: config["runtime"]["threads"]
+    resources:
+        mem_mb=config["cluster"]["model_mem_mb"],
+        runtime=config["cluster"]["model_runtime"],
+        gpu=config["cluster"]["gpu"],
     script:
         "../scripts/scores.py"
 
@@ -33,6 +37,12 @@ rule answers:
     benchmark:
         "results/benchmarks/answers/{model}/{variant}/seed={seed}/shard={shard}.tsv"
     threads: config["runtime"]["threads"]
+    resources:
+        mem_mb=config["cluster"]["model_mem_mb"],
+        runtime=config["cluster"]["model_runtime"],
+        gpu=config["cluster"]["gpu"],
+    group:
+        "answers"
     script:
         "../scripts/answers.py"
 
@@ -54,5 +64,8 @@ rule merge:
         "logs/merge.log",
     benchmark:
         "results/benchmarks/merge.tsv"
+    resources:
+        mem_mb=config["cluster"]["light_mem_mb"],
+        runtime=config["cluster"]["light_runtime"],
     script:
         "../scripts/merge.py"

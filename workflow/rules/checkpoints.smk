@@ -8,6 +8,9 @@ rule gguf_source:
         "logs/gguf_source/{model}.log",
     benchmark:
         "results/benchmarks/gguf_source/{model}.tsv"
+    resources:
+        mem_mb=config["cluster"]["checkpoint_mem_mb"],
+        runtime=config["cluster"]["checkpoint_runtime"],
     script:
         "../scripts/gguf_source.py"
 
@@ -25,6 +28,10 @@ rule checkpoint:
     benchmark:
         "results/benchmarks/checkpoint/{model}/{variant}.tsv"
     threads: config["runtime"]["threads"]
+    resources:
+        mem_mb=config["cluster"]["checkpoint_mem_mb"],
+        runtime=config["cluster"]["checkpoint_runtime"],
+        gpu=config["cluster"]["gpu"],
     script:
         "../scripts/checkpoint.py"
 
@@ -40,5 +47,8 @@ rule variants_table:
         baseline=BASELINE,
     log:
         "logs/variants_table.log",
+    resources:
+        mem_mb=config["cluster"]["light_mem_mb"],
+        runtime=config["cluster"]["light_runtime"],
     script:
         "../scripts/variants_table.py"

@@ -10,5 +10,8 @@ rule items:
         "logs/items.log",
     benchmark:
         "results/benchmarks/items.tsv"
+    resources:
+        mem_mb=config["cluster"]["light_mem_mb"],
+        runtime=config["cluster"]["light_runtime"],
     script:
         "../scripts/items.py"

@@ -7,6 +7,9 @@ rule perplexity_corpus:
         cfg=config["perplexity"],
     log:
         "logs/perplexity/{model}/corpus.log",
+    resources:
+        mem_mb=config["cluster"]["light_mem_mb"],
+        runtime=config["cluster"]["light_runtime"],
     script:
         "../scripts/perplexity_corpus.py"
 
@@ -25,5 +28,9 @@ rule perplexity:
     benchmark:
         "results/benchmarks/perplexity/{model}/{variant}.tsv"
     threads: config["runtime"]["threads"]
+    resources:
+        mem_mb=config["cluster"]["model_mem_mb"],
+        runtime=config["cluster"]["model_runtime"],
+        gpu=config["cluster"]["gpu"],
     script:
         "../scripts/perplexity.py"

@@ -8,5 +8,8 @@ rule rates:
         "logs/rates.log",
     benchmark:
         "results/benchmarks/rates.tsv"
+    resources:
+        mem_mb=config["cluster"]["light_mem_mb"],
+        runtime=config["cluster"]["light_runtime"],
     script:
         "../scripts/rates.py"
