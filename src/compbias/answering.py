@@ -42,7 +42,7 @@ class PromptSpec:
 
 
 def score_items(model, tokenizer, items: pl.DataFrame, spec: PromptSpec, seed: int,
-                temperature: float, batch_tokens: int = 4096, max_batch: int = 64) -> pl.DataFrame:
+                temperature: float, batch_tokens: int = 1024, max_batch: int = 16) -> pl.DataFrame:
     """Scores table of ``items``: item_id, perm, p_A/p_B/p_C by letter position, the sorted head
     of the sampling distribution (top_ids/top_probs) and prompt length.
 
@@ -71,6 +71,8 @@ class Decoder:
     spec: PromptSpec
     temperature: float
     max_tokens: int
+    batch_tokens: int = 1024
+    max_batch: int = 16
     _model: Any = field(default=None, init=False)
     _tok: Any = field(default=None, init=False)
 
@@ -79,8 +81,7 @@ class Decoder:
             self._model, self._tok = self.load()
         return self._model, self._tok
 
-    def decode(self, rows: Sequence[dict], seed: int, firsts: Sequence[int | None],
-               batch_tokens: int = 4096) -> list[str]:
+    def decode(self, rows: Sequence[dict], seed: int, firsts: Sequence[int | None]) -> list[str]:
         """Decoded answer texts of ``rows`` for ``seed``; ``firsts`` holds each row's first token
         when the scores already determined it (None: draw it from the full distribution).
 
@@ -92,7 +93,7 @@ class Decoder:
             row, prompts.permutation(self.spec.option_order, seed, row["item_id"]),
             self.spec.system, self.spec.user)) for row in rows]
         texts: list[str] = [""] * len(rows)
-        for idx in batches([len(t) for t in ids], batch_tokens, 64):
+        for idx in batches([len(t) for t in ids], self.batch_tokens, self.max_batch):
             out = self._decode_batch(model, [ids[i] for i in idx], [rows[i]["item_id"] for i in idx],
                                      seed, [firsts[i] for i in idx])
             for j, i in enumerate(idx):
@@ -191,6 +192,13 @@ def _setup(runtime_cfg: Mapping[str, Any], threads: int):
                            runtime_cfg.get("dequantize", "auto"))
 
 
+def _limits(runtime, runtime_cfg: Mapping[str, Any]) -> tuple[int, int]:
+    from .runtime import batch_limits
+
+    return batch_limits(runtime, runtime_cfg.get("batch_tokens", "auto"),
+                        runtime_cfg.get("max_batch", "auto"))
+
+
 def _spec(prompt_cfg: Mapping[str, Any], decoding: Mapping[str, Any]) -> PromptSpec:
     return PromptSpec(prompt_cfg.get("system", prompts.DEFAULT_SYSTEM),
                       prompt_cfg.get("user", prompts.DEFAULT_USER),
@@ -208,8 +216,7 @@ def scores_job(items: pl.DataFrame, checkpoint: str, shard: int, group: str,
     seed = int(group.split("=")[1]) if group.startswith("seed=") else 0
     shard_items = items.filter(pl.col("shard") == shard)
     return score_items(model, tokenizer, shard_items, _spec(prompt_cfg, decoding), seed,
-                       float(decoding["temperature"]), int(runtime_cfg.get("batch_tokens", 4096)),
-                       int(runtime_cfg.get("max_batch", 64)))
+                       float(decoding["temperature"]), *_limits(runtime, runtime_cfg))
 
 
 def answers_job(items: pl.DataFrame, scores: pl.DataFrame, checkpoint: str, shard: int,
@@ -220,6 +227,7 @@ def answers_job(items: pl.DataFrame, scores: pl.DataFrame, checkpoint: str, shar
 
     runtime = _setup(runtime_cfg, threads)
     decoder = Decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding),
-                      float(decoding["temperature"]), int(decoding["max_tokens"]))
+                      float(decoding["temperature"]), int(decoding["max_tokens"]),
+                      *_limits(runtime, runtime_cfg))
     shard_items = items.filter(pl.col("shard") == shard)
     return answer_seed(shard_items, scores, seed, decoder, decoding["parser"], runtime.as_dict())

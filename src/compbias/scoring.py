@@ -80,7 +80,7 @@ def _batch_cache(states, size: int):
     return caches
 
 
-def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int = 4096,
+def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int = 1024,
                 max_batch: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (prompt indices, float32 next-token logits of shape (len(indices), vocab)).
 
