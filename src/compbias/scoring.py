@@ -47,7 +47,8 @@ def batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[n
     return out
 
 
-def _head(model, h: mx.array) -> mx.array:
+def head_logits(model, h: mx.array) -> mx.array:
+    """The model's LM head (tied embedding or ``lm_head``) applied to hidden states ``h``."""
     args = getattr(model, "args", None)
     if getattr(args, "tie_word_embeddings", False) or not hasattr(model, "lm_head"):
         return model.model.embed_tokens.as_linear(h)
@@ -81,7 +82,7 @@ def _batch_cache(states, size: int):
 
 
 def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int = 1024,
-                max_batch: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                max_batch: int = 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (prompt indices, float32 next-token logits of shape (len(indices), vocab)).
 
     The logits of a prompt are those after its last token, as ``mlx_lm.generate`` would sample.
@@ -103,7 +104,7 @@ def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int =
         inputs = mx.array(tokens)
         if split:
             h = model.model(inputs, cache)
-            logits = _head(model, mx.take_along_axis(h, last, axis=1)[:, 0])
+            logits = head_logits(model, mx.take_along_axis(h, last, axis=1)[:, 0])
         else:
             logits = mx.take_along_axis(model(inputs, cache=cache), last, axis=1)[:, 0]
         logits = logits.astype(mx.float32)
@@ -137,8 +138,8 @@ def distribution_rows(logits: np.ndarray, temperature: float, letter_ids: dict[s
 
 
 def score(model, token_lists: Sequence[Sequence[int]], temperature: float,
-          letter_ids: dict[str, list[int]], batch_tokens: int = 4096,
-          max_batch: int = 64) -> pl.DataFrame:
+          letter_ids: dict[str, list[int]], batch_tokens: int = 1024,
+          max_batch: int = 16) -> pl.DataFrame:
     """Scores of each prompt in input order: p_A/p_B/p_C (letter positions), head of the
     distribution, and prompt length."""
     n = len(token_lists)
