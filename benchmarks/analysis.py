@@ -20,7 +20,6 @@ regression, excluding simulation and shard writing; peak: the whole process).
 from __future__ import annotations
 
 import argparse
-import re
 import resource
 import shutil
 import tempfile
@@ -28,26 +27,12 @@ import time
 from pathlib import Path
 
 import polars as pl
+from memory import reset_hwm, vm_hwm_mb
 
 MODELS = ("m1", "m2", "m3")
 VARIANTS = {"bf16": 16.0, "q8": 8.0, "q6": 6.0, "q4": 4.0, "q3": 3.0}
 SEEDS = (42, 123, 456, 789, 1024)
 N_SHARDS = 8  # synthetic items carry shard = index % 8, as the study config's ``shards: 8``
-
-
-def vm_hwm_mb() -> float:
-    try:
-        m = re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text())
-        return int(m.group(1)) / 1024 if m else float("nan")
-    except OSError:
-        return float("nan")
-
-
-def reset_hwm() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def main(argv=None) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import compbias  # noqa: F401  (importing compbias loads the optimized BLAS before MLX)
 import argparse
 import math
-import re
 import resource
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from compbias import bbq
 from compbias.answering import Decoder, PromptSpec, answer_seed, score_items
 from compbias.runtime import batch_limits, load_model, resolve_runtime, set_threads
 from compbias.sampling import LETTERS, parse_letter
+from memory import reset_hwm as reset_process_hwm, vm_hwm_mb
 
 STUDY_SEEDS = [42, 123, 456, 789, 1024]
 CATEGORIES = ["age", "gender_identity", "race_ethnicity", "religion", "ses"]
@@ -94,20 +94,8 @@ def real_items(directory: str, n: int) -> pl.DataFrame:
 # --------------------------------------------------------------------------- measurement helpers
 
 
-def vm_hwm_mb() -> float:
-    """Peak resident set of this process since the last :func:`reset_hwm` (Linux), in MiB."""
-    try:
-        m = re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text())
-        return int(m.group(1)) / 1024 if m else float("nan")
-    except OSError:
-        return float("nan")
-
-
 def reset_hwm() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    reset_process_hwm()
     mx.reset_peak_memory()
 
 
