@@ -1,5 +1,6 @@
 # Config helpers and input functions; no rules here.
 import os
+import re
 from pathlib import Path
 
 from compbias.analysis import TABLES
@@ -17,12 +18,11 @@ BASELINE = config["baseline"]
 SEEDS = [int(s) for s in config["seeds"]]
 PLACEBO_SEEDS = [int(s) for s in config["placebo_seeds"]]
 SHARDS = list(range(int(config["shards"])))
-SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
-    variant="|".join(VARIANTS),
+    model="|".join(map(re.escape, MODELS)),
+    variant="|".join(map(re.escape, VARIANTS)),
     seed=r"\d+",
     shard=r"\d+",
     group=r"fixed|seed=\d+",
