@@ -10,8 +10,10 @@ from conftest import ROOT
 
 
 def base():
-    return yaml.safe_load((ROOT / ".test" / "config.yaml").read_text().replace(
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text().replace(
         ".test/", str(ROOT / ".test") + "/"))
+    cfg["models"]["tiny"] = {"path": str(ROOT / ".test")}  # any existing folder: nothing is loaded
+    return cfg
 
 
 def test_defaults_are_filled():
