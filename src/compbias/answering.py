@@ -11,7 +11,7 @@ import polars as pl
 
 from . import prompts
 from .sampling import LETTERS, invert, parse_letter, sample_rows, uniform
-from .scoring import HEAD_SPLIT_TYPES, batches, head_logits
+from .scoring import batches, logits_at
 
 ANSWER_SCHEMA = {
     "item_id": pl.String, "category": pl.String, "condition": pl.String,
@@ -109,10 +109,7 @@ class Decoder:
         pad = [width - len(t) for t in ids]
         tokens = mx.array([[0] * p + t for p, t in zip(pad, ids)])
         cache = [BatchKVCache(pad) for _ in model.layers]
-        if getattr(model, "model_type", None) in HEAD_SPLIT_TYPES:  # LM head at the last token only
-            logits = head_logits(model, model.model(tokens, cache)[:, -1])
-        else:
-            logits = model(tokens, cache=cache)[:, -1]
+        logits = logits_at(model, tokens, cache, mx.full((len(ids), 1, 1), width - 1))
         eos = set(getattr(self._tok, "eos_token_ids", None) or [self._tok.eos_token_id])
         out: list[list[int]] = [[] for _ in ids]
         done = [False] * len(ids)

@@ -2,7 +2,7 @@
 
 The Linux ``mlx[cpu]`` wheel links the reference (netlib) BLAS, about 40x slower than OpenBLAS
 for float32 matmul, and MLX's CPU kernels for bfloat16/float16/quantized matmuls are slower
-still. So on a CPU we preload an optimized BLAS into job processes and evaluate every variant in
+still. So on a CPU every process loads an optimized BLAS ahead of MLX and evaluates every variant in
 float32, dequantizing quantized weights once at load: the same function, computed fast.
 """
 

@@ -55,6 +55,14 @@ def head_logits(model, h: mx.array) -> mx.array:
     return model.lm_head(h)
 
 
+def logits_at(model, inputs: mx.array, cache, last: mx.array) -> mx.array:
+    """Next-token logits after position ``last`` (shape (B, 1, 1)) of each row of ``inputs``,
+    with the LM head applied to those positions only where the architecture allows it."""
+    if getattr(model, "model_type", None) in HEAD_SPLIT_TYPES and hasattr(model, "model"):
+        return head_logits(model, mx.take_along_axis(model.model(inputs, cache), last, axis=1)[:, 0])
+    return mx.take_along_axis(model(inputs, cache=cache), last, axis=1)[:, 0]
+
+
 def _prefix_cache(model, prefix: Sequence[int]):
     """KV cache of ``prefix`` (None when the model's caches cannot be shared across a batch)."""
     from mlx_lm.models.cache import KVCache, make_prompt_cache
@@ -87,7 +95,6 @@ def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int =
 
     The logits of a prompt are those after its last token, as ``mlx_lm.generate`` would sample.
     """
-    split = getattr(model, "model_type", None) in HEAD_SPLIT_TYPES and hasattr(model, "model")
     n_prefix = common_prefix(token_lists) if len(token_lists) > 1 else len(token_lists[0]) - 1
     states = _prefix_cache(model, token_lists[0][:n_prefix])
     if states is None:
@@ -102,12 +109,7 @@ def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int =
         last = mx.array([lengths[i] - 1 for i in idx])[:, None, None]
         cache = _batch_cache(states, len(idx)) if states is not None else None
         inputs = mx.array(tokens)
-        if split:
-            h = model.model(inputs, cache)
-            logits = head_logits(model, mx.take_along_axis(h, last, axis=1)[:, 0])
-        else:
-            logits = mx.take_along_axis(model(inputs, cache=cache), last, axis=1)[:, 0]
-        logits = logits.astype(mx.float32)
+        logits = logits_at(model, inputs, cache, last).astype(mx.float32)
         mx.eval(logits)
         yield idx, np.array(logits)
 

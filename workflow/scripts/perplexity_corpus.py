@@ -3,7 +3,6 @@ import polars as pl
 from compbias.io import write_parquet
 from compbias.logs import log_to
 from compbias.perplexity import corpus_tokens
-from compbias.runtime import load_model, resolve_runtime
 
 with log_to(snakemake.log[0]) as log:
     from mlx_lm.utils import load_tokenizer
