@@ -40,6 +40,7 @@ from memory import reset_hwm as reset_process_hwm, vm_hwm_mb
 STUDY_SEEDS = [42, 123, 456, 789, 1024]
 CATEGORIES = ["age", "gender_identity", "race_ethnicity", "religion", "ses"]
 OUTCOMES = (*LETTERS, "none")
+MM_DTYPES = ("float32", "bfloat16", "float16")
 
 # A few upstream-format ambiguous items, used when --data is not given.
 _SYNTHETIC = [
@@ -119,9 +120,10 @@ class Stage:
         return False
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> tuple[float, float]:
-    """float32 (n x n) @ (n x n) GFLOP/s of MLX and of numpy in this process."""
-    a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
+def matmul_gflops(n: int = 2048, dtype: str = "float32", reps: int = 5) -> tuple[float, float]:
+    """(n x n) @ (n x n) GFLOP/s of MLX in ``dtype`` and of numpy (float32, at most 2048) here."""
+    a = mx.random.normal((n, n)).astype(getattr(mx, dtype))
+    b = mx.random.normal((n, n)).astype(getattr(mx, dtype))
     mx.eval(a, b)
     for _ in range(2):
         mx.eval(a @ b)
@@ -129,13 +131,14 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> tuple[float, float]:
     for _ in range(reps):
         mx.eval(a @ b)
     mlx_rate = 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
-    an = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    m = min(n, 2048)
+    an = np.random.default_rng(0).standard_normal((m, m), dtype=np.float32)
     bn = an.T.copy()
     an @ bn
     t = time.perf_counter()
     for _ in range(reps):
         an @ bn
-    np_rate = 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+    np_rate = 2 * m**3 * reps / (time.perf_counter() - t) / 1e9
     return mlx_rate, np_rate
 
 
@@ -314,8 +317,6 @@ def main(argv=None) -> None:
     n_ref = min(args.ref_items or items.height, items.height)
     ref_items = items.head(n_ref)
 
-    mm_before = matmul_gflops()
-
     runtime = resolve_runtime() if args.runtime == "auto" else resolve_runtime("native", False)
     args.batch_tokens, args.max_batch = batch_limits(runtime, args.batch_tokens, args.max_batch)
     with Stage() as load_st:
@@ -333,6 +334,9 @@ def main(argv=None) -> None:
                  for b in batches(suffix_lengths, args.batch_tokens, args.max_batch))
     counts = param_counts(model)
     dtype = str(model.model.layers[0].mlp.down_proj.weight.dtype).replace("mlx.core.", "")
+    # the matmul the prompt pass runs: model dtype; a GPU needs a large one to reach its peak
+    mm_shape = (2048 if runtime.device == "cpu" else 8192, dtype if dtype in MM_DTYPES else "float32")
+    mm_before = matmul_gflops(*mm_shape)
 
     # warm-up: one generate and one small score so one-time initialisation is not timed
     from mlx_lm import generate
@@ -362,7 +366,7 @@ def main(argv=None) -> None:
         if "quantization" in config:
             native = (*native[:2], f"q{config['quantization']['bits']} kernels", n_nat)
         del nmodel
-    mm_after = matmul_gflops()
+    mm_after = matmul_gflops(*mm_shape)
     mm_mlx = max(mm_before[0], mm_after[0])
     mm_np = max(mm_before[1], mm_after[1])
 
@@ -408,8 +412,8 @@ def main(argv=None) -> None:
     print(f"prompt tokens {n_tokens} (mean {n_tokens/items.height:.1f}/item), shared prefix "
           f"{n_prefix}; (c) batches {args.batch_tokens}/{args.max_batch}: {padded} padded suffix "
           f"tokens ({100 * (padded / max(1, n_tokens - n_prefix * items.height) - 1):.1f}% padding)")
-    print(f"matmul float32 2048^3: MLX {mm_before[0]:.1f} / {mm_after[0]:.1f} GFLOP/s (before / "
-          f"after), numpy {mm_before[1]:.1f} / {mm_after[1]:.1f}; best MLX/numpy "
+    print(f"matmul {mm_shape[1]} {mm_shape[0]}^3: MLX {mm_before[0]:.1f} / {mm_after[0]:.1f} GFLOP/s (before / "
+          f"after), numpy float32 {min(mm_shape[0], 2048)}^3 {mm_before[1]:.1f} / {mm_after[1]:.1f}; best MLX/numpy "
           f"{mm_mlx / mm_np:.2f}; load average {load0} -> {loadavg()}\n")
 
     hdr = (f"{'method':<36}{'answers':>8}{'wall s':>9}{'cpu s':>9}{'answers/s':>11}{'items/s':>9}"
@@ -478,11 +482,15 @@ def main(argv=None) -> None:
               "probabilities do not give the answer distribution; TVD is against (c)'s sampled answers "
               "and the independent pair agreement is (c)'s observed one (independent by construction)")
 
-    print(f"\nRESULT answers_per_s_reference={fmt(rate.get('a', float('nan')))} "
+    nat = (f"answers_per_s_reference_native={fmt(len(native[0]) / native[1].seconds)} "
+           f"speedup_vs_reference_native={fmt(rate['c'] * native[1].seconds / len(native[0]))} "
+           if native else "")
+    print(f"\nRESULT answers_per_s_reference={fmt(rate.get('a', float('nan')))} {nat}"
           f"answers_per_s_batch_generate={fmt(rate.get('b', float('nan')))} "
           f"answers_per_s_compbias={fmt(rate['c'])} speedup_vs_reference={fmt(speed_a)} "
           f"speedup_vs_batch_generate={fmt(speed_b)} matmul_gflops={mm_mlx:.1f} "
-          f"numpy_gflops={mm_np:.1f} prompt_gflops={prompt_gflops:.1f}")
+          f"numpy_gflops={mm_np:.1f} prompt_gflops={prompt_gflops:.1f} "
+          f"prompt_vs_matmul={prompt_gflops / mm_mlx:.2f} computed_vs_matmul={computed_gflops / mm_mlx:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Answering throughput of a 7B-shaped model (random weights, Mistral-7B dimensions) on a GPU,
+# bf16 and q4 (dequantized at load, as the workflow runs it; (a) also with native q4 kernels).
+#   bash benchmarks/gpu_7b.sh TOKENIZER_DIR BBQ_DIR [WORK_DIR] [ITEMS]
+set -euo pipefail
+tok=$1 data=$2 work=${3:-/tmp/compbias-7b} items=${4:-2000}
+here=$(cd "$(dirname "$0")" && pwd)
+python "$here/random_model.py" "$work" --tokenizer "$tok" --data "$data" --shape mistral-7b --quantize 4
+python "$here/answering.py" "$work/bf16" --items "$items" --ref-items 40 --data "$data"
+python "$here/answering.py" "$work/q4" --items "$items" --ref-items 40 --native-ref-items 40 --data "$data"
