@@ -338,11 +338,18 @@ def main(argv=None) -> None:
     mm_shape = (2048 if runtime.device == "cpu" else 8192, dtype if dtype in MM_DTYPES else "float32")
     mm_before = matmul_gflops(*mm_shape)
 
-    # warm-up: one generate and one small score so one-time initialisation is not timed
+    # warm-up: one generate, one small score and one continuation, so one-time initialisation
+    # (kernel compilation on a GPU) is not timed
     from mlx_lm import generate
 
-    generate(model, tokenizer, prompts_all[0], max_tokens=2)
-    score_items(model, tokenizer, items.head(2), spec, seeds[0], args.temp)
+    from mlx_lm import batch_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    generate(model, tokenizer, prompts_all[0], max_tokens=5, sampler=make_sampler(temp=args.temp))
+    batch_generate(model, tokenizer, prompts_all[:2], max_tokens=5, sampler=make_sampler(temp=args.temp))
+    warm = score_items(model, tokenizer, items.head(4), spec, seeds[0], args.temp)
+    Decoder(lambda: (model, tokenizer), spec, args.temp, 5).decode(
+        items.head(4).join(warm, on="item_id").to_dicts(), seeds[0], [None] * 4)
 
     res = {}
     if "a" not in skip:

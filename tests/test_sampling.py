@@ -89,9 +89,12 @@ def test_answers_do_not_depend_on_shards_or_batching(loaded, order):
 def test_sample_rows_matches_the_scalar_sampler():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(200, 300)) * 3
+    logits[100:] /= 15  # flat rows draw beyond the first head, some beyond the second
     us = rng.random(200)
     us[:5] = 1 - 1e-12  # draws in the far tail take the full-sort path
-    got = sample_rows(logits, 0.3, us, head=8)
+    got = sample_rows(logits, 0.3, us, heads=(8, 32))
+    assert (sample_rows(logits, 0.3, us, heads=(8, 32), block=7) == got).all()
+    assert (sample_rows(logits, 0.3, us, heads=(8, 32), block=1000) == got).all()
     for row in range(200):
         ids, p = sorted_distribution(logits[row], 0.3)
         k = invert(us[row], p)

@@ -8,7 +8,10 @@ therefore never depends on shard count, batch size or processing order.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 
@@ -51,26 +54,58 @@ def sorted_distribution(logits: np.ndarray, temperature: float) -> tuple[np.ndar
     return order, p[order]
 
 
-def sample_rows(logits: np.ndarray, temperature: float, us: np.ndarray, head: int = 64) -> np.ndarray:
+def _head_draws(p: np.ndarray, us: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens drawn within the ``k`` most likely of each row, and which rows drew beyond them."""
+    cand = np.argpartition(-p, k, axis=1)[:, : k + 1]
+    pc = np.take_along_axis(p, cand, axis=1)
+    order = np.lexsort((cand, -pc), axis=1)
+    cand, pc = np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
+    pos = (np.cumsum(pc, axis=1) <= us[:, None]).sum(axis=1)
+    return cand[np.arange(len(p)), np.minimum(pos, k)], pos >= k
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+
+
+def sample_rows(logits: np.ndarray, temperature: float, us: np.ndarray,
+                heads: tuple[int, ...] = (64, 2048, 16384), block: int = 16) -> np.ndarray:
     """Vectorised :func:`sorted_distribution` + :func:`invert` for a batch of rows.
 
-    Each row's token is found in the head of its sorted distribution (the ``head`` most likely
-    tokens); only rows whose draw falls beyond the head are sorted in full.
+    Each row's token is found in the head of its sorted distribution (the ``heads[0]`` most
+    likely tokens, then the next head for rows that drew beyond it: flat distributions of
+    degraded or random models); only rows beyond every head are sorted in full. Blocks of
+    ``block`` rows run on a thread pool (numpy releases the GIL); rows are independent, so
+    the result does not depend on the blocking.
     """
+    logits = np.asarray(logits)
+    us = np.asarray(us)
+    if len(logits) <= block or (os.cpu_count() or 1) == 1:
+        return _sample_block(logits, temperature, us, heads)
+    parts = _pool().map(lambda a: _sample_block(logits[a:a + block], temperature, us[a:a + block], heads),
+                        range(0, len(logits), block))
+    return np.concatenate(list(parts))
+
+
+def _sample_block(logits: np.ndarray, temperature: float, us: np.ndarray,
+                  heads: tuple[int, ...]) -> np.ndarray:
     logits = np.asarray(logits, dtype=np.float64)
     if temperature <= 0:
         return logits.argmax(axis=1)
     z = logits / temperature
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    k = min(head, p.shape[1] - 1)
-    cand = np.argpartition(-p, k, axis=1)[:, : k + 1]
-    pc = np.take_along_axis(p, cand, axis=1)
-    order = np.lexsort((cand, -pc), axis=1)
-    cand, pc = np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
-    pos = (np.cumsum(pc, axis=1) <= us[:, None]).sum(axis=1)
-    out = cand[np.arange(len(p)), np.minimum(pos, k)]
-    for row in np.flatnonzero(pos >= k):  # rare: the draw lies in the tail
+    out = np.zeros(len(p), dtype=np.int64)
+    rows = np.arange(len(p))
+    for head in heads:
+        k = min(head, p.shape[1] - 1)
+        tok, beyond = _head_draws(p[rows], us[rows], k)
+        out[rows] = tok
+        rows = rows[beyond]
+        if not len(rows) or k == p.shape[1] - 1:
+            return out
+    for row in rows:  # rare: the draw lies beyond every head
         ids, probs = sorted_distribution(logits[row], temperature)
         j = invert(float(us[row]), probs)
         out[row] = ids[-1 if j is None else j]

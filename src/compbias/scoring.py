@@ -101,17 +101,31 @@ def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int =
         n_prefix = 0
     suffixes = [t[n_prefix:] for t in token_lists]
     lengths = [len(s) for s in suffixes]
-    for idx in batches(lengths, batch_tokens, max_batch):
+
+    def launch(idx: np.ndarray) -> mx.array:
         width = max(lengths[i] for i in idx)
         tokens = np.zeros((len(idx), width), dtype=np.int32)
         for row, i in enumerate(idx):
             tokens[row, : lengths[i]] = suffixes[i]
         last = mx.array([lengths[i] - 1 for i in idx])[:, None, None]
         cache = _batch_cache(states, len(idx)) if states is not None else None
-        inputs = mx.array(tokens)
-        logits = logits_at(model, inputs, cache, last).astype(mx.float32)
-        mx.eval(logits)
-        yield idx, np.array(logits)
+        logits = logits_at(model, mx.array(tokens), cache, last).astype(mx.float32)
+        mx.async_eval(logits)
+        return logits
+
+    # On a GPU the next batch runs while the caller works on this one's logits on the CPU.
+    overlap = mx.default_device() != mx.cpu
+    pending = None
+    for idx in batches(lengths, batch_tokens, max_batch):
+        if not overlap:
+            yield idx, np.array(launch(idx))
+            continue
+        current = (idx, launch(idx))
+        if pending is not None:
+            yield pending[0], np.array(pending[1])
+        pending = current
+    if pending is not None:
+        yield pending[0], np.array(pending[1])
 
 
 def distribution_rows(logits: np.ndarray, temperature: float, letter_ids: dict[str, list[int]],
