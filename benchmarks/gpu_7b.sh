@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_7b.sh TOKENIZER_DIR BBQ_DIR [WORK_DIR] [ITEMS]
 set -euo pipefail
 tok=$1 data=$2 work=${3:-/tmp/compbias-7b} items=${4:-2000}
-here=$(cd "$(dirname "$0")" && pwd)
-python "$here/random_model.py" "$work" --tokenizer "$tok" --data "$data" --shape mistral-7b --quantize 4
-python "$here/answering.py" "$work/bf16" --items "$items" --ref-items 40 --data "$data"
-python "$here/answering.py" "$work/q4" --items "$items" --ref-items 40 --native-ref-items 40 --data "$data"
+here=$(cd "$(dirname "$0")" && pwd) py=${PYTHON:-python}
+"$py" "$here/random_model.py" "$work" --tokenizer "$tok" --data "$data" --shape mistral-7b --quantize 4
+"$py" "$here/answering.py" "$work/bf16" --items "$items" --ref-items 40 --data "$data"
+"$py" "$here/answering.py" "$work/q4" --items "$items" --ref-items 40 --native-ref-items 40 --data "$data"
