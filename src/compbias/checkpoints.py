@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .io import write_json
+from .io import atomic_dir, write_json
 
 MANIFEST = "compbias_manifest.json"
 PRUNE_FIELDS = ("method", "target_sparsity", "sparsity", "zeroed", "prunable")
@@ -30,18 +28,6 @@ def variant_bits(spec: Mapping[str, Any]) -> float:
     return float(q["bits"]) if q else 16.0
 
 
-def _tmp_dir(out: Path) -> Path:
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
-
-
-def _finish(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
 def checkpoint_stats(path: str | Path) -> dict[str, Any]:
     """Size on disk of the weight files and parameter count of a checkpoint."""
     from mlx_lm.utils import get_total_parameters, load_model
@@ -59,12 +45,11 @@ def link_checkpoint(source: str, out: Path) -> None:
     from mlx_lm.utils import _download
 
     src = _download(source)
-    tmp = _tmp_dir(out)
-    tmp.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file():
-            (tmp / f.name).symlink_to(f.resolve())
-    _finish(tmp, out)
+    with atomic_dir(out) as tmp:
+        tmp.mkdir()
+        for f in src.iterdir():
+            if f.is_file():
+                (tmp / f.name).symlink_to(f.resolve())
 
 
 def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], model: str,
@@ -93,12 +78,11 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
 
         manifest.update(prune_checkpoint(source, out, variant, spec["prune"]))
     else:
-        tmp = _tmp_dir(out)
         q = spec.get("quantize") or {}
-        convert(str(source), str(tmp), quantize=bool(q), q_bits=q.get("bits"),
-                q_group_size=q.get("group_size"), q_mode=q.get("mode", "affine"),
-                dtype=spec.get("dtype", "bfloat16"))
-        _finish(tmp, out)
+        with atomic_dir(out) as tmp:
+            convert(str(source), str(tmp), quantize=bool(q), q_bits=q.get("bits"),
+                    q_group_size=q.get("group_size"), q_mode=q.get("mode", "affine"),
+                    dtype=spec.get("dtype", "bfloat16"))
         manifest.update(dtype=spec.get("dtype", "bfloat16"), group_size=q.get("group_size"),
                         mode=q.get("mode") if q else None)
     inherited = Path(source) / MANIFEST

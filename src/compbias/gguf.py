@@ -6,9 +6,7 @@ import importlib.util
 import json
 import mmap
 import os
-import shutil
 import struct
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+from .io import atomic_dir
 
 GGML_TYPES = {
     0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
@@ -339,20 +339,13 @@ def convert_gguf(
         raise ValueError(f"{src.name}: non-finite values after conversion in {nonfinite[:5]}")
     tokenizer = build_tokenizer(meta)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=False) as tmp:
+        tmp.mkdir()
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
         tokenizer.save(str(tmp / "tokenizer.json"))
         files = {"config.json": config, **_tokenizer_files(meta, config["max_position_embeddings"])}
         for fname, content in files.items():
             (tmp / fname).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n")
-        if out.exists():
-            raise FileExistsError(f"output directory already exists: {out}")
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     file_type = meta.get("general.file_type")
     return {
         "architecture": arch,

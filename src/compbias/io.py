@@ -4,25 +4,50 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 
-def _tmp(path: Path) -> Path:
+def temp_path(path: Path) -> Path:
+    """The temporary sibling ``path`` is written under before it is renamed into place."""
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+@contextmanager
+def atomic_dir(out: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a not-yet-existing temporary sibling of directory ``out`` to build in; when the block
+    succeeds it becomes ``out`` (replacing an existing one, or raising FileExistsError unless
+    ``replace``), when it fails it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+        if out.exists():
+            if not replace:
+                raise FileExistsError(f"output directory already exists: {out}")
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path, csv: bool = False) -> None:
     """Write ``df`` to ``path`` (and a CSV beside it when ``csv``) via a temporary name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    tmp = temp_path(path)
     df.write_parquet(tmp)
     if csv:
         csv_path = path.with_suffix(".csv")
-        tmp_csv = _tmp(csv_path)
+        tmp_csv = temp_path(csv_path)
         flat = df.select(
             pl.col(c).cast(pl.List(pl.String)).list.join(";") if isinstance(t, pl.List) else pl.col(c)
             for c, t in df.schema.items()
@@ -36,7 +61,7 @@ def write_json(obj: Any, path: str | Path) -> None:
     """Write ``obj`` as indented JSON to ``path`` via a temporary name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    tmp = temp_path(path)
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
 
@@ -45,7 +70,7 @@ def write_text(text: str, path: str | Path) -> None:
     """Write ``text`` to ``path`` via a temporary name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    tmp = temp_path(path)
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from compbias.io import temp_path
 from compbias.metrics import ALL
 
 DPI = 150
@@ -58,7 +59,7 @@ def save_figure(fig: Figure, out: str | Path) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp = temp_path(path)
         fig.savefig(tmp, format=fmt, dpi=DPI)
         os.replace(tmp, path)
         paths.append(path)

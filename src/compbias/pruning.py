@@ -21,6 +21,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .io import atomic_dir
+
 METHODS = ("random", "magnitude", "wanda")
 GRANULARITIES = ("row", "layer")
 DEFAULT_DATASET = "allenai/c4"
@@ -487,10 +489,7 @@ def prune_checkpoint(
         "mask_seed": spec.mask_seed if spec.method == "random" else None,
         "calibration": asdict(cal) if tokens is not None else None,
     }
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_dir(out) as tmp:
         save_model(tmp, model, donate_model=True)
         save_config(dict(config), config_path=tmp / "config.json")
         for f in sorted(src.iterdir()):
@@ -498,11 +497,5 @@ def prune_checkpoint(
                 shutil.copy2(f, tmp / f.name)
         manifest["seconds"] = round(time.perf_counter() - t0, 3)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     say(f"wrote {out}: sparsity {stats['sparsity']:.4f} in {manifest['seconds']} s")
     return manifest

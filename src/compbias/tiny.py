@@ -9,10 +9,11 @@ tokenizer. Their LM heads favour the letter tokens A/B/C so that most first toke
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+
+from .io import atomic_dir
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -92,51 +93,46 @@ def build_random_model(out: str | Path, config: dict, *, tokenizer_dir: str | Pa
     from mlx_lm.models.llama import Model, ModelArgs
     from tokenizers import Tokenizer
 
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if tokenizer_dir is None:
-        _byte_tokenizer(tmp)
-    else:
-        for name in TOKENIZER_FILES:
-            if (Path(tokenizer_dir) / name).exists():
-                shutil.copy(Path(tokenizer_dir) / name, tmp / name)
-    tok = Tokenizer.from_file(str(tmp / "tokenizer.json"))
-    config = {
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "rms_norm_eps": 1e-5,
-        "max_position_embeddings": 4096, "rope_theta": 10000.0, "tie_word_embeddings": False,
-        "eos_token_id": tok.token_to_id("<|im_end|>") or 2, **config,
-        "vocab_size": tok.get_vocab_size(), "torch_dtype": dtype,
-    }
-    mx.random.seed(seed)
-    model = Model(ModelArgs.from_dict(config))
-    if sharpness != 1.0:  # sharper attention: the last position sees the item
-        for layer in model.model.layers:
-            layer.self_attn.q_proj.weight = layer.self_attn.q_proj.weight * sharpness
-            layer.self_attn.k_proj.weight = layer.self_attn.k_proj.weight * sharpness
-    hidden = config["hidden_size"]
-    ids = [tok.encode(p).ids if isinstance(p, str) else list(p) for p in probes]
-    h = mx.stack([model.model(mx.array(p)[None])[0, -1] for p in ids])
-    direction = (h / mx.linalg.norm(h, axis=-1, keepdims=True)).mean(axis=0)
-    direction = direction / mx.linalg.norm(direction)
-    letters = mx.array([tok.token_to_id(c) for c in "ABC"])
-    noise = letter_noise * mx.random.normal((3, hidden)) / hidden
-    if letter_mass is not None:
-        logits = model.lm_head(h).at[:, letters].add(h @ noise.T)
-        letter_gain = _letter_scale(logits, (h @ direction)[:, None], letters, letter_mass,
-                                    temperature)
-    rows = letter_gain * direction + noise
-    model.lm_head.weight = model.lm_head.weight.at[letters].add(rows)
-    model.set_dtype(getattr(mx, dtype))
-    weights = dict(tree_flatten(model.parameters()))
-    mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    (tmp / "generation_config.json").write_text(json.dumps({"eos_token_id": config["eos_token_id"]}))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    with atomic_dir(out) as tmp:
+        tmp.mkdir()
+        if tokenizer_dir is None:
+            _byte_tokenizer(tmp)
+        else:
+            for name in TOKENIZER_FILES:
+                if (Path(tokenizer_dir) / name).exists():
+                    shutil.copy(Path(tokenizer_dir) / name, tmp / name)
+        tok = Tokenizer.from_file(str(tmp / "tokenizer.json"))
+        config = {
+            "model_type": "llama", "architectures": ["LlamaForCausalLM"], "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 4096, "rope_theta": 10000.0, "tie_word_embeddings": False,
+            "eos_token_id": tok.token_to_id("<|im_end|>") or 2, **config,
+            "vocab_size": tok.get_vocab_size(), "torch_dtype": dtype,
+        }
+        mx.random.seed(seed)
+        model = Model(ModelArgs.from_dict(config))
+        if sharpness != 1.0:  # sharper attention: the last position sees the item
+            for layer in model.model.layers:
+                layer.self_attn.q_proj.weight = layer.self_attn.q_proj.weight * sharpness
+                layer.self_attn.k_proj.weight = layer.self_attn.k_proj.weight * sharpness
+        hidden = config["hidden_size"]
+        ids = [tok.encode(p).ids if isinstance(p, str) else list(p) for p in probes]
+        h = mx.stack([model.model(mx.array(p)[None])[0, -1] for p in ids])
+        direction = (h / mx.linalg.norm(h, axis=-1, keepdims=True)).mean(axis=0)
+        direction = direction / mx.linalg.norm(direction)
+        letters = mx.array([tok.token_to_id(c) for c in "ABC"])
+        noise = letter_noise * mx.random.normal((3, hidden)) / hidden
+        if letter_mass is not None:
+            logits = model.lm_head(h).at[:, letters].add(h @ noise.T)
+            letter_gain = _letter_scale(logits, (h @ direction)[:, None], letters, letter_mass,
+                                        temperature)
+        rows = letter_gain * direction + noise
+        model.lm_head.weight = model.lm_head.weight.at[letters].add(rows)
+        model.set_dtype(getattr(mx, dtype))
+        weights = dict(tree_flatten(model.parameters()))
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps({"eos_token_id": config["eos_token_id"]}))
+    return Path(out)
 
 
 def build_tiny_model(out: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
