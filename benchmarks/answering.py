@@ -142,6 +142,11 @@ def matmul_gflops(n: int = 2048, dtype: str = "float32", reps: int = 5) -> tuple
     return mlx_rate, np_rate
 
 
+def weight_dtype(model) -> str:
+    """Dtype of the model's (possibly dequantized) linear weights, e.g. ``bfloat16``."""
+    return str(model.model.layers[0].mlp.down_proj.weight.dtype).replace("mlx.core.", "")
+
+
 def param_counts(model) -> dict[str, int]:
     from mlx.utils import tree_flatten
 
@@ -333,20 +338,15 @@ def main(argv=None) -> None:
     padded = sum(len(b) * max(suffix_lengths[i] for i in b)
                  for b in batches(suffix_lengths, args.batch_tokens, args.max_batch))
     counts = param_counts(model)
-    dtype = str(model.model.layers[0].mlp.down_proj.weight.dtype).replace("mlx.core.", "")
+    dtype = weight_dtype(model)
     # the matmul the prompt pass runs: model dtype; a GPU needs a large one to reach its peak
     mm_shape = (2048 if runtime.device == "cpu" else 8192, dtype if dtype in MM_DTYPES else "float32")
     mm_before = matmul_gflops(*mm_shape)
 
-    # warm-up: one generate, one small score and one continuation, so one-time initialisation
-    # (kernel compilation on a GPU) is not timed
-    from mlx_lm import generate
-
-    from mlx_lm import batch_generate
-    from mlx_lm.sample_utils import make_sampler
-
-    generate(model, tokenizer, prompts_all[0], max_tokens=5, sampler=make_sampler(temp=args.temp))
-    batch_generate(model, tokenizer, prompts_all[:2], max_tokens=5, sampler=make_sampler(temp=args.temp))
+    # warm-up: each method once on a few prompts with its own sampler, so one-time
+    # initialisation (kernel compilation on a GPU) is not timed
+    run_reference(model, tokenizer, prompts_all[:1], seeds[:1], args.temp)
+    run_batch_generate(model, tokenizer, prompts_all[:2], seeds[:1], args.temp)
     warm = score_items(model, tokenizer, items.head(4), spec, seeds[0], args.temp)
     Decoder(lambda: (model, tokenizer), spec, args.temp, 5).decode(
         items.head(4).join(warm, on="item_id").to_dicts(), seeds[0], [None] * 4)
@@ -366,12 +366,12 @@ def main(argv=None) -> None:
     if args.native_ref_items > 0 and args.runtime == "auto":
         del model
         nmodel, ntok, _ = load_model(args.model_dir, resolve_runtime("native", False))
-        generate(nmodel, ntok, prompts_all[0], max_tokens=2)
+        run_reference(nmodel, ntok, prompts_all[:1], seeds[:1], args.temp)  # warm-up
         n_nat = min(args.native_ref_items, items.height)
         nlet, nst = run_reference(nmodel, ntok, prompts_all[:n_nat], seeds, args.temp)
-        native = (nlet, nst, str(nmodel.model.layers[0].mlp.down_proj.weight.dtype).replace("mlx.core.", ""), n_nat)
-        if "quantization" in config:
-            native = (*native[:2], f"q{config['quantization']['bits']} kernels", n_nat)
+        label = (f"q{config['quantization']['bits']} kernels" if "quantization" in config
+                 else weight_dtype(nmodel))
+        native = (nlet, nst, label, n_nat)
         del nmodel
     mm_after = matmul_gflops(*mm_shape)
     mm_mlx = max(mm_before[0], mm_after[0])

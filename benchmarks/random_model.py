@@ -15,6 +15,7 @@ from __future__ import annotations
 import compbias  # noqa: F401  (optimized BLAS before MLX on a Linux CPU)
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -58,10 +59,7 @@ def main(argv=None) -> None:
     for bits in args.quantize:
         t = time.perf_counter()
         q = out / f"q{bits}"
-        if q.exists():
-            import shutil
-
-            shutil.rmtree(q)
+        shutil.rmtree(q, ignore_errors=True)  # mlx_lm.convert refuses an existing directory
         convert(str(base), mlx_path=str(q), quantize=True, q_bits=bits, q_group_size=64)
         print(f"{q}: {time.perf_counter() - t:.1f} s")
 
