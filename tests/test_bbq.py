@@ -4,7 +4,6 @@ import polars as pl
 import pytest
 
 from compbias import bbq
-from conftest import TEST_DATA
 
 CATS = ["age", "gender_identity", "race_ethnicity", "religion", "ses"]
 
@@ -73,19 +72,19 @@ def test_broken_record_names_file_and_line(tmp_path):
         bbq.load_items(bbq.jsonl_records(tmp_path, ["ses"]), ["ses"], ["ambig"], 1)
 
 
-def test_shard_is_stable_and_independent_of_order():
+def test_shard_is_stable_and_independent_of_order(shared_bbq):
     assert bbq.stable_shard("age-0", 8) == bbq.stable_shard("age-0", 8)
-    items = bbq.load_items(bbq.jsonl_records(TEST_DATA, ["age", "ses"]), ["age", "ses"],
+    items = bbq.load_items(bbq.jsonl_records(shared_bbq, ["age", "ses"]), ["age", "ses"],
                            ["ambig", "disambig"], 4)
-    rev = bbq.load_items(reversed(list(bbq.jsonl_records(TEST_DATA, ["age", "ses"]))),
+    rev = bbq.load_items(reversed(list(bbq.jsonl_records(shared_bbq, ["age", "ses"]))),
                          ["age", "ses"], ["ambig", "disambig"], 4)
     assert dict(zip(items["item_id"], items["shard"])) == dict(zip(rev["item_id"], rev["shard"]))
 
 
-def test_limit_and_conditions():
-    items = bbq.load_items(bbq.jsonl_records(TEST_DATA, ["age"]), ["age"], ["ambig"], 1,
+def test_limit_and_conditions(shared_bbq):
+    items = bbq.load_items(bbq.jsonl_records(shared_bbq, ["age"]), ["age"], ["ambig"], 1,
                            limit_per_category=2)
-    assert items["item_id"].to_list() == ["age-0", "age-1"]
+    assert items["item_id"].to_list() == ["age-0", "age-2"]  # Age.jsonl alternates ambig/disambig
     assert set(items["condition"]) == {"ambig"}
 
 

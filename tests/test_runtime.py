@@ -1,11 +1,10 @@
 import polars as pl
 import pytest
 
-from compbias import bbq
 from compbias.answering import Decoder, PromptSpec, answer_seed, score_items
 from compbias.checkpoints import MANIFEST, build_checkpoint
 from compbias.runtime import Runtime, active_blas, find_blas, load_model, resolve_runtime
-from conftest import TEST_DATA
+from conftest import study_items
 
 
 def test_fast_blas_is_loaded_when_available():
@@ -20,15 +19,14 @@ def test_cpu_defaults_to_float32_dequantized():
 
 
 @pytest.mark.slow
-def test_dequantized_float32_matches_native_quantized(tmp_path, tiny_model):
+def test_dequantized_float32_matches_native_quantized(tmp_path, tiny_model, shared_bbq):
     """The fast CPU path (dequantize once at load, compute in float32) is the quantized model's
     function: it agrees with MLX's native quantized kernels on >= 99% of answers."""
     q4 = tmp_path / "q4"
     manifest = build_checkpoint(str(tiny_model), q4, {"quantize": {"bits": 4, "group_size": 64}},
                                 "tiny", "q4")
     assert (q4 / MANIFEST).exists() and manifest["stored_bits"] == 4
-    cats = ["age", "religion", "ses"]
-    items = bbq.load_items(bbq.jsonl_records(TEST_DATA, cats), cats, ["ambig", "disambig"], 1)
+    items = study_items(shared_bbq)
     spec = PromptSpec()
     out = {}
     for name, rt in {"fast": Runtime("cpu", "float32", True, active_blas()),

@@ -2,11 +2,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from compbias import bbq, prompts
+from compbias import prompts
 from compbias.answering import Decoder, PromptSpec, answer_seed, role_of, score_items
 from compbias.runtime import load_model, resolve_runtime
 from compbias.sampling import invert, parse_letter, sample_rows, sorted_distribution, uniform
-from conftest import TEST_DATA
+from conftest import study_items
 
 
 @pytest.mark.parametrize("text,strict,lenient", [
@@ -50,16 +50,15 @@ def test_shuffled_permutation_is_a_keyed_permutation():
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_model):
+def loaded(tiny_model, shared_bbq):
     rt = resolve_runtime()
     model, tok, _ = load_model(tiny_model, rt)
-    return model, tok, rt
+    return model, tok, rt, shared_bbq
 
 
 def _answers(loaded, n_shards, batch_tokens, order="fixed"):
-    model, tok, rt = loaded
-    cats = ["age", "religion", "ses"]
-    items = bbq.load_items(bbq.jsonl_records(TEST_DATA, cats), cats, ["ambig", "disambig"], n_shards)
+    model, tok, rt, data = loaded
+    items = study_items(data, n_shards)
     spec = PromptSpec(option_order=order)
     dec = Decoder(lambda: (model, tok), spec, 0.3, 5)
     out = []

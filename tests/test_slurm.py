@@ -21,7 +21,7 @@ import pytest
 import yaml
 from polars.testing import assert_frame_equal
 
-from conftest import ROOT, TEST_DATA
+from conftest import ROOT, SHARED_BBQ
 
 SLURM_SH = ROOT / ".ci" / "slurm.sh"
 PROFILE = ROOT / "profiles" / "slurm"
@@ -129,7 +129,7 @@ def write_study(work: Path, tiny_model: Path) -> dict:
     with absolute paths; cluster.yaml holds this node's resource requests."""
     cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
     cfg["models"]["tiny"] = {"path": str(tiny_model)}
-    cfg["dataset"]["path"] = str(TEST_DATA)
+    cfg["dataset"]["path"] = str(SHARED_BBQ)
     cfg["variants"] = {name: cfg["variants"][name] for name in ("bf16", "q4")}
     cfg["seeds"], cfg["placebo_seeds"] = [42, 123], [7]
     cfg["perplexity"]["path"] = str(ROOT / cfg["perplexity"]["path"])

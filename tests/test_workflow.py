@@ -1,4 +1,4 @@
-"""End to end: real `snakemake` on the .test study (tiny random llama, hand-written items)."""
+"""End to end: real `snakemake` on the .test study (tiny random llama, 20 real BBQ items)."""
 
 import os
 import shutil
@@ -13,7 +13,7 @@ import yaml
 from compbias.answering import ANSWER_SCHEMA
 from compbias.bbq import ITEM_SCHEMA
 from compbias.merge import merge_answers
-from conftest import ROOT, TEST_DATA
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +36,11 @@ def planned(run: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny_model):
+def study(tmp_path_factory, tiny_model, shared_bbq):
     work = tmp_path_factory.mktemp("study")
     cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
     cfg["models"]["tiny"] = {"path": str(tiny_model)}
-    cfg["dataset"]["path"] = str(TEST_DATA)
+    cfg["dataset"]["path"] = str(shared_bbq)
     for spec in cfg["variants"].values():
         cal = spec.get("prune", {}).get("calibration")
         if cal:
