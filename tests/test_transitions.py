@@ -171,3 +171,37 @@ def test_paired_tests_large_family():
     # the planted effect (more bias at fewer bits) is detected everywhere
     assert (pt["sr_diff_lo"] > 0).all() and (pt["boot_q"] < 0.05).all()
     assert not math.isnan(pt["mcnemar_stat"].sum())
+
+
+def test_direction_tests_hand_values():
+    from compbias.direction import DIRECTION_COLUMNS, direction_tests
+
+    d = direction_tests(_answers(), "base")
+    assert d.columns == DIRECTION_COLUMNS
+    cols = ["n_items", "n_to_biased", "n_to_anti", "n_both", "n_biased_only", "n_anti_only"]
+    # paired by seed, base -> q4: i1 UUU -> UBU (to biased); i2 UAU -> UUU (nothing); i3 has a biased
+    # base answer (out); i4 AAU -> BAX (to biased: seed 0; no seed moved to anti: seed 1 was anti);
+    # i5 UUX -> AAA (to anti)
+    unb_age, unb_all = row(d, category="age", population="unbiased"), row(d, category="all", population="unbiased")
+    assert [unb_age[c] for c in cols] == [3, 2, 0, 0, 2, 0]
+    assert [unb_all[c] for c in cols] == [4, 2, 1, 0, 2, 1]
+    assert (unb_all["share_to_biased"], unb_all["share_to_anti"], unb_all["diff"]) == (0.5, 0.25, 0.25)
+    # exact binomial: 2 vs 0 -> p = 2 * 0.5^2 = 0.5; 2 vs 1 -> p = 1
+    assert unb_age["p_value"] == pytest.approx(0.5) and unb_all["p_value"] == pytest.approx(1.0)
+    # baseline-unknown items (no biased, no anti answer): i1 (age), i5 (ses)
+    unk_all = row(d, category="all", population="unknown")
+    assert [unk_all[c] for c in cols] == [2, 1, 1, 0, 1, 1]
+    unk_ses = row(d, category="ses", population="unknown")
+    assert [unk_ses[c] for c in cols] == [1, 0, 1, 0, 0, 1] and unk_ses["p_value"] == pytest.approx(1.0)
+    # BH over the 6 rows: p sorted .5, 1, ...: q = min over ranks of p * 6 / rank
+    assert unb_age["q_value"] == pytest.approx(1.0) and (d["q_value"] >= d["p_value"]).all()
+
+
+def test_direction_tests_planted_direction():
+    from compbias.direction import direction_tests
+
+    a, _, _ = synthetic_answers(1500, models=("m1",), seeds=3, seed=5)
+    d = direction_tests(a, "bf16").filter(pl.col("category") == "all", pl.col("variant") == "q3")
+    unk = d.filter(pl.col("population") == "unknown").row(0, named=True)
+    # the planted effect raises P(biased) only: more items move to biased than to anti
+    assert unk["n_biased_only"] > unk["n_anti_only"] and unk["p_value"] < 0.05
