@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from . import prompts
-from .sampling import LETTERS, invert, parse_letter, sample_rows, uniform
+from .sampling import LETTERS, Heads, next_tokens, parse_letter
 from .scoring import batches, logits_at
 
 ANSWER_SCHEMA = {
@@ -64,8 +64,8 @@ def score_items(model, tokenizer, items: pl.DataFrame, spec: PromptSpec, seed: i
 
 @dataclass
 class Decoder:
-    """Continues answers whose first drawn token is not a bare letter, with the same key-derived
-    sampler. The model is loaded only when the first continuation is needed."""
+    """Continues answers whose first drawn token is not a bare letter, with the same keyed
+    sampler (``rng``). The model is loaded only when the first continuation is needed."""
 
     load: Callable[[], tuple[Any, Any]]
     spec: PromptSpec
@@ -73,6 +73,7 @@ class Decoder:
     max_tokens: int
     batch_tokens: int = 1024
     max_batch: int = 16
+    rng: str = "gumbel"
     _model: Any = field(default=None, init=False)
     _tok: Any = field(default=None, init=False)
 
@@ -81,27 +82,35 @@ class Decoder:
             self._model, self._tok = self.load()
         return self._model, self._tok
 
-    def decode(self, rows: Sequence[dict], seed: int, firsts: Sequence[int | None]) -> list[str]:
-        """Decoded answer texts of ``rows`` for ``seed``; ``firsts`` holds each row's first token
-        when the scores already determined it (None: draw it from the full distribution).
+    def decode(self, rows: Sequence[dict], seed: int,
+               firsts: Sequence[int | None]) -> list[tuple[str | None, str | None]]:
+        """(text, letter) per row of ``rows`` for ``seed``. ``firsts`` holds each row's first
+        token when the scores already determined it; None: the decoder draws it from the full
+        distribution, and when that token is a bare letter the answer is that letter
+        (``text`` None), exactly as if the scores had drawn it. Otherwise ``letter`` is None and
+        ``text`` the decoded continuation.
 
         Prompts run in left-padded batches (mlx_lm's BatchKVCache) and every step samples each
-        row with its own (seed, item_id, step) key, so a text does not depend on its batch.
+        row with its own keys, so a text does not depend on its batch.
         """
+        from .sampling import letter_token_ids
+
         model, tok = self._ensure()
+        letter_of = {i: L for L, ids in letter_token_ids(tok).items() for i in ids}
         ids = [prompts.render(tok, prompts.messages(
             row, prompts.permutation(self.spec.option_order, seed, row["item_id"]),
             self.spec.system, self.spec.user)) for row in rows]
-        texts: list[str] = [""] * len(rows)
+        out: list[tuple[str | None, str | None]] = [(None, None)] * len(rows)
         for idx in batches([len(t) for t in ids], self.batch_tokens, self.max_batch):
-            out = self._decode_batch(model, [ids[i] for i in idx], [rows[i]["item_id"] for i in idx],
-                                     seed, [firsts[i] for i in idx])
+            toks = self._decode_batch(model, [ids[i] for i in idx], [rows[i]["item_id"] for i in idx],
+                                      seed, [firsts[i] for i in idx], letter_of)
             for j, i in enumerate(idx):
-                texts[i] = tok.decode(out[j])
-        return texts
+                first_letter = firsts[i] is None and len(toks[j]) == 1 and toks[j][0] in letter_of
+                out[i] = (None, letter_of[toks[j][0]]) if first_letter else (tok.decode(toks[j]), None)
+        return out
 
     def _decode_batch(self, model, ids: list[list[int]], item_ids: list[str], seed: int,
-                      firsts: list[int | None]) -> list[list[int]]:
+                      firsts: list[int | None], letter_of: Mapping[int, str]) -> list[list[int]]:
         import mlx.core as mx
         from mlx_lm.models.cache import BatchKVCache
 
@@ -114,10 +123,13 @@ class Decoder:
         out: list[list[int]] = [[] for _ in ids]
         done = [False] * len(ids)
         for step in range(self.max_tokens):
-            us = np.array([uniform(seed, i, step) for i in item_ids])
-            nxt = sample_rows(np.array(logits.astype(mx.float32)), self.temperature, us)
+            nxt = next_tokens(self.rng, logits, self.temperature, seed, item_ids, step)
             if step == 0:
                 nxt = np.array([f if f is not None else t for f, t in zip(firsts, nxt)])
+                # a bare letter drawn here (not by the scores) is a first-token answer
+                done = [f is None and t in letter_of for f, t in zip(firsts, nxt.tolist())]
+                for j in np.flatnonzero(done):
+                    out[j].append(int(nxt[j]))
             for j, t in enumerate(nxt.tolist()):
                 if not done[j]:
                     if t in eos:
@@ -128,6 +140,11 @@ class Decoder:
                 break
             logits = model(mx.array(nxt)[:, None], cache=cache)[:, -1]
         return out
+
+
+def _logits_dtype(runtime: Mapping[str, Any]) -> str:
+    """The dtype of the model's logits under ``runtime`` (native compute: the bf16 weights)."""
+    return "bfloat16" if runtime["compute_dtype"] == "native" else runtime["compute_dtype"]
 
 
 def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
@@ -143,23 +160,31 @@ def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
 
 def answer_seed(items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: Decoder,
                 parser: str, runtime: dict[str, Any]) -> pl.DataFrame:
-    """Answers of one seed for the items of one shard, sampled from their scores.
+    """Answers of one seed for the items of one shard, sampled from their scores with the
+    decoder's ``rng``.
 
-    Items whose draw is a bare letter token (``top_letters``) need no model; the decoder
-    continues the others.
+    Items whose first token, drawn from the stored head, is a bare letter (``top_letters``)
+    need no model; the decoder continues the others (and draws the first token itself where
+    the head cannot decide it).
     """
     joined = items.join(scores, on="item_id", how="left", validate="1:1")
     missing = joined.filter(pl.col("p_A").is_null())["item_id"].to_list()
     if missing:
         raise ValueError(f"scores lack {len(missing)} items of the shard, e.g. {missing[:3]}")
     table = joined.to_dicts()
-    draws = [invert(uniform(seed, r["item_id"], 0), np.array(r["top_probs"])) for r in table]
+    n_vocab = joined["n_vocab"][0] if "n_vocab" in joined.columns else None
+    heads = Heads(joined["item_id"].to_list(), joined["top_ids"].to_list(), joined["top_probs"].to_list())
+    draws = [None if k < 0 else int(k) for k in
+             heads.draw(decoder.rng, seed, n_vocab, dtype=_logits_dtype(runtime))]
     letters = [None if k is None else r["top_letters"][k] for r, k in zip(table, draws)]
     todo = [i for i, letter in enumerate(letters) if letter is None]
     texts: dict[int, str] = {}
     if todo:
         firsts = [None if draws[i] is None else table[i]["top_ids"][draws[i]] for i in todo]
-        texts = dict(zip(todo, decoder.decode([table[i] for i in todo], seed, firsts)))
+        for i, (text, letter) in zip(todo, decoder.decode([table[i] for i in todo], seed, firsts)):
+            if letter is None:
+                texts[i] = text
+            letters[i] = letter
     rows = []
     for i, row in enumerate(table):
         perm: Sequence[int] = row["perm"]
@@ -228,6 +253,6 @@ def answers_job(items: pl.DataFrame, scores: pl.DataFrame, checkpoint: str, shar
     runtime = _setup(runtime_cfg, threads)
     decoder = Decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding),
                       float(decoding["temperature"]), int(decoding["max_tokens"]),
-                      *_limits(runtime, runtime_cfg))
+                      *_limits(runtime, runtime_cfg), rng=decoding.get("rng", "gumbel"))
     shard_items = items.filter(pl.col("shard") == shard)
     return answer_seed(shard_items, scores, seed, decoder, decoding["parser"], runtime.as_dict())

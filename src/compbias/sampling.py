@@ -1,19 +1,22 @@
-"""Key-derived sampling and answer parsing.
+"""Keyed sampling (first tokens from stored heads, continued decoding from logits) and parsing.
 
-Every random draw is a uniform number derived from (seed, item_id, step) alone and inverted
-through the token distribution sorted by descending probability (ties by token id). An answer
-therefore never depends on shard count, batch size or processing order.
+Every draw at (seed, item, step) is a function of those values and the token distribution only
+(the samplers of :mod:`compbias.noise`), so an answer never depends on shard count, batch size
+or processing order.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+
+from .noise import (HEAD_MASS, check_rng, gumbel, item_keys, reference_algorithm, reference_noise,
+                    reference_uniform, row_keys, uniform)
 
 LETTERS = ("A", "B", "C")
 
@@ -23,12 +26,6 @@ _STRICT = (
 )
 _LENIENT_WORD = re.compile(r"\b([ABC])\b")
 _LENIENT_ANY = re.compile(r"[abcABC]")
-
-
-def uniform(seed: int, item_id: str, step: int = 0) -> float:
-    """A uniform draw in [0, 1) determined by (seed, item_id, step) only."""
-    digest = hashlib.sha256(f"{seed}:{item_id}:{step}".encode()).digest()
-    return (int.from_bytes(digest[:8], "big") >> 11) / float(1 << 53)
 
 
 def invert(u: float, probs: np.ndarray) -> int | None:
@@ -110,6 +107,133 @@ def _sample_block(logits: np.ndarray, temperature: float, us: np.ndarray,
         j = invert(float(us[row]), probs)
         out[row] = ids[-1 if j is None else j]
     return out
+
+
+class Heads:
+    """Stored heads of next-token distributions (a scores shard's ``top_ids`` / ``top_probs``,
+    sorted by descending probability) for a list of items, padded for vectorised draws."""
+
+    def __init__(self, item_ids: Sequence[str], top_ids: Sequence[Sequence[int]],
+                 top_probs: Sequence[Sequence[float]]):
+        n, width = len(item_ids), max((len(t) for t in top_ids), default=1)
+        self.item_ids = list(item_ids)
+        self.ids = np.full((n, width), -1, dtype=np.int64)
+        probs = np.zeros((n, width))
+        for row, (ids, p) in enumerate(zip(top_ids, top_probs)):
+            self.ids[row, : len(ids)] = ids
+            probs[row, : len(p)] = p
+        self.cum = np.cumsum(probs, axis=1)
+        with np.errstate(divide="ignore"):
+            self.logp = np.where(self.ids >= 0, np.log(probs), -np.inf)
+        #: the head holds every token a Gumbel draw can pick (mass >= HEAD_MASS)
+        self.complete = self.cum[:, -1] >= HEAD_MASS
+        self._keys: np.ndarray | None = None
+
+    def draw(self, rng: str, seed: int, n_vocab: int | None = None, step: int = 0,
+             dtype: str = "float32") -> np.ndarray:
+        """Per row: the position in its head of the token drawn for ``seed`` at ``step`` under
+        ``rng``, or -1 when the draw needs the full distribution (``icdf``: the uniform lies
+        beyond the listed mass; ``gumbel`` / ``reference``: the head covers < HEAD_MASS).
+
+        ``n_vocab`` (the logits' width) and ``dtype`` (the logits' dtype) are needed by
+        ``reference``, whose noise is a Gumbel vector over the whole vocabulary.
+        """
+        check_rng(rng)
+        if rng == "icdf":
+            us = np.array([uniform(seed, i, step) for i in self.item_ids])
+            pos = (self.cum <= us[:, None]).sum(axis=1)
+            return np.where((pos < (self.ids >= 0).sum(axis=1)), pos, -1)
+        if rng == "gumbel":
+            if self._keys is None:
+                self._keys = item_keys(self.item_ids)
+            noise = gumbel(row_keys(self._keys, seed, step), np.maximum(self.ids, 0))
+        elif reference_algorithm() == "icdf":
+            return self._reference_icdf(reference_uniform(seed, step))
+        else:
+            if n_vocab is None:
+                raise ValueError("decoding.rng reference needs the vocabulary size (scores n_vocab)")
+            noise = reference_noise(seed, step, n_vocab, dtype)[np.maximum(self.ids, 0)]
+        pos = np.argmax(self.logp + noise, axis=1)
+        return np.where(self.complete, pos, -1)
+
+    def _reference_icdf(self, u: float) -> np.ndarray:
+        """MLX's one-row inverse CDF in token-id order, over the head (the tail's < 1e-6 of
+        mass between head ids is left out)."""
+        by_id = np.argsort(np.where(self.ids >= 0, self.ids, np.iinfo(np.int64).max), axis=1)
+        p = np.exp(np.take_along_axis(self.logp, by_id, axis=1))
+        k = (np.cumsum(p, axis=1) <= u).sum(axis=1)
+        inside = (k < (self.ids >= 0).sum(axis=1)) & self.complete
+        pos = np.take_along_axis(by_id, np.minimum(k, by_id.shape[1] - 1)[:, None], axis=1)[:, 0]
+        return np.where(inside, pos, -1)
+
+
+def gumbel_rows(logits: np.ndarray, temperature: float, rows: np.ndarray,
+                heads: tuple[int, ...] = (64, 2048, 16384)) -> np.ndarray:
+    """Gumbel-max draws for a batch of logit rows: per row the arg-max of ``log p + G(row key,
+    token)`` over the most probable tokens covering :data:`HEAD_MASS` of the mass (ties by id).
+
+    ``rows`` are :func:`compbias.noise.row_keys`. Rows are searched in growing heads, so only
+    flat distributions touch more than the first ``heads[0]`` tokens.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature <= 0:
+        return logits.argmax(axis=1)
+    z = logits / temperature
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    out = np.zeros(len(p), dtype=np.int64)
+    todo = np.arange(len(p))
+    for head in (*heads, p.shape[1]):
+        k = min(head, p.shape[1])
+        sub = p[todo]
+        cand = np.argsort(-sub, axis=1, kind="stable")[:, :k] if k == p.shape[1] else \
+            np.argpartition(-sub, k - 1, axis=1)[:, :k]
+        pc = np.take_along_axis(sub, cand, axis=1)
+        order = np.lexsort((cand, -pc), axis=1)
+        cand, pc = np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
+        cum = np.cumsum(pc, axis=1)
+        covered = cum[:, -1] >= HEAD_MASS if k < p.shape[1] else np.ones(len(todo), bool)
+        inside = np.concatenate([np.ones((len(todo), 1), bool), cum[:, :-1] < HEAD_MASS], axis=1)
+        with np.errstate(divide="ignore"):
+            score = np.where(inside, np.log(pc), -np.inf) + gumbel(rows[todo], cand)
+        best = cand[np.arange(len(todo)), np.argmax(score, axis=1)]
+        out[todo[covered]] = best[covered]
+        todo = todo[~covered]
+        if not len(todo):
+            break
+    return out
+
+
+def reference_rows(logits, temperature: float, seed: int, step: int) -> np.ndarray:
+    """The reference protocol's draws for a batch of MLX logit rows (all of one seed): per row
+    exactly ``mlx_lm``'s sampler after ``mx.random.seed(seed)``, i.e.
+    ``mx.random.categorical(logprobs[None] * (1 / T))`` with the key of sampler call ``step``,
+    whichever algorithm the installed MLX uses for it."""
+    import mlx.core as mx
+
+    from .noise import reference_key
+
+    if temperature <= 0:
+        return np.array(mx.argmax(logits, axis=-1)).astype(np.int64)
+    key = reference_key(seed, step)
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    return np.array([mx.random.categorical(logprobs[j: j + 1] * (1 / temperature), key=key).item()
+                     for j in range(logits.shape[0])], dtype=np.int64)
+
+
+def next_tokens(rng: str, logits, temperature: float, seed: int, item_ids: Sequence[str],
+                step: int) -> np.ndarray:
+    """Tokens drawn at ``step`` for rows of MLX ``logits`` (one per item of ``item_ids``)."""
+    import mlx.core as mx
+
+    check_rng(rng)
+    if rng == "reference":
+        return reference_rows(logits, temperature, seed, step)
+    rows = np.array(logits.astype(mx.float32))
+    if rng == "gumbel":
+        return gumbel_rows(rows, temperature, row_keys(item_keys(item_ids), seed, step))
+    return sample_rows(rows, temperature, np.array([uniform(seed, i, step) for i in item_ids]))
 
 
 def parse_letter(text: str, parser: str = "strict") -> str | None:

@@ -162,8 +162,10 @@ def score(model, token_lists: Sequence[Sequence[int]], temperature: float,
     p_letters: list = [None] * n
     top_ids: list = [None] * n
     top_probs: list = [None] * n
+    n_vocab = 0
     for idx, logits in last_logits(model, token_lists, batch_tokens, max_batch):
         rows = distribution_rows(logits, temperature, letter_ids)
+        n_vocab = logits.shape[1]
         for j, i in enumerate(idx):
             p_letters[i], top_ids[i], top_probs[i] = (
                 rows["p_letters"][j], rows["top_ids"][j], rows["top_probs"][j])
@@ -172,4 +174,5 @@ def score(model, token_lists: Sequence[Sequence[int]], temperature: float,
         "p_A": pl_arr[:, 0], "p_B": pl_arr[:, 1], "p_C": pl_arr[:, 2],
         "top_ids": top_ids, "top_probs": top_probs,
         "n_tokens": [len(t) for t in token_lists],
+        "n_vocab": [n_vocab] * n,
     }, schema_overrides={"top_ids": pl.List(pl.Int64), "top_probs": pl.List(pl.Float64)})
