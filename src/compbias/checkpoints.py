@@ -15,17 +15,28 @@ PRUNE_FIELDS = ("method", "target_sparsity", "sparsity", "zeroed", "prunable")
 
 
 def variant_kind(spec: Mapping[str, Any]) -> str:
-    """The kind of a variant spec: quantize, prune, checkpoint, gguf or dtype."""
-    for kind in ("quantize", "prune", "checkpoint", "gguf"):
+    """The kind of a variant spec: quantize, prune, perturb, checkpoint, gguf or dtype."""
+    for kind in ("quantize", "prune", "perturb", "checkpoint", "gguf"):
         if kind in spec:
             return kind
     return "dtype"
 
 
 def variant_bits(spec: Mapping[str, Any]) -> float:
-    """Nominal bits per weight of a variant (16 unless quantized)."""
+    """Nominal bits per weight of a variant (16 unless quantized; a perturbation control of a
+    quantization is not quantized: 16)."""
     q = spec.get("quantize")
     return float(q["bits"]) if q else 16.0
+
+
+def build_spec(variants: Mapping[str, Mapping[str, Any]], name: str) -> dict[str, Any]:
+    """The build spec of variant ``name``: its config spec, with a perturb variant's ``perturb``
+    completed by the ``quantize`` spec of its ``like`` variant (so the build needs only its own
+    spec, and reruns when that quantization changes); other variants' specs unchanged."""
+    spec = dict(variants[name])
+    if "perturb" in spec:
+        spec["perturb"] = {**spec["perturb"], "quantize": dict(variants[spec["perturb"]["like"]]["quantize"])}
+    return spec
 
 
 def checkpoint_stats(path: str | Path) -> dict[str, Any]:
@@ -77,6 +88,10 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
         from .pruning import prune_checkpoint
 
         manifest.update(prune_checkpoint(source, out, variant, spec["prune"]))
+    elif kind == "perturb":  # spec from build_spec: carries the like quantization
+        from .perturb import perturb_checkpoint
+
+        manifest.update(perturb_checkpoint(source, out, variant, spec["perturb"]))
     else:
         q = spec.get("quantize") or {}
         with atomic_dir(out) as tmp:
@@ -86,7 +101,7 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
         manifest.update(dtype=spec.get("dtype", "bfloat16"), group_size=q.get("group_size"),
                         mode=q.get("mode") if q else None)
     inherited = Path(source) / MANIFEST
-    if kind != "prune" and inherited.exists():  # e.g. wanda-50 then q4 keeps its sparsity
+    if kind not in ("prune", "perturb") and inherited.exists():  # e.g. wanda-50 then q4 keeps its sparsity
         base = json.loads(inherited.read_text())
         manifest.update({k: base[k] for k in PRUNE_FIELDS if k in base}, base_variant=base["variant"])
     manifest.update(checkpoint_stats(out))

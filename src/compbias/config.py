@@ -57,7 +57,7 @@ def _cross_checks(config: Mapping[str, Any]):
     if config["baseline"] not in variants:
         yield f"config key 'baseline': {config['baseline']!r} is not one of variants {list(variants)}"
     for name, spec in variants.items():
-        kinds = [k for k in ("quantize", "checkpoint", "gguf", "prune") if k in spec]
+        kinds = [k for k in ("quantize", "checkpoint", "gguf", "prune", "perturb") if k in spec]
         if len(kinds) > 1:
             yield f"config key 'variants.{name}': choose one of {kinds}"
         if "prune" in spec:
@@ -67,6 +67,8 @@ def _cross_checks(config: Mapping[str, Any]):
                 validate_spec(name, spec["prune"])
             except ValueError as exc:
                 yield f"config key 'variants.{name}.prune': {exc}"
+        if "perturb" in spec:
+            yield from _perturb_checks(name, spec, variants, config["baseline"])
         base = spec.get("base")
         if base is not None and base not in variants:
             yield f"config key 'variants.{name}.base': unknown variant {base!r}"
@@ -85,6 +87,20 @@ def _cross_checks(config: Mapping[str, Any]):
             yield f"config key 'models.{name}.path': {src['path']!r} does not exist"
         if isinstance(src, str) and (src.startswith((".", "/", "~")) and not Path(src).expanduser().exists()):
             yield f"config key 'models.{name}': local path {src!r} does not exist"
+
+
+def _perturb_checks(name: str, spec: Mapping[str, Any], variants: Mapping[str, Any], baseline: str):
+    from .perturb import validate_spec
+
+    key = f"config key 'variants.{name}.perturb"
+    try:
+        validate_spec(name, spec["perturb"], variants, baseline)
+    except ValueError as exc:
+        yield f"{key}.like': {exc}" if "perturb.like" in str(exc) else f"{key}': {exc}"
+    for other in ("base", "dtype"):
+        if other in spec:
+            yield (f"config key 'variants.{name}.{other}': a perturb variant starts from the baseline "
+                   "checkpoint and keeps its dtype")
 
 
 def model_source(spec: str | Mapping[str, Any]) -> tuple[str, str]:

@@ -54,8 +54,9 @@ def variants_table(checkpoints: Sequence[str | Path], order: Sequence[str],
             "n_params": m.get("n_params"), "is_baseline": m["variant"] == baseline,
             "order": list(order).index(m["variant"]), "method": m.get("method"),
             "target_sparsity": m.get("target_sparsity"), "sparsity": m.get("sparsity"),
+            "like": m.get("like"),
         })
     return pl.DataFrame(rows, schema_overrides={
         "group_size": pl.Int64, "mode": pl.String, "dtype": pl.String, "method": pl.String,
         "target_sparsity": pl.Float64, "sparsity": pl.Float64, "size_bytes": pl.Int64,
-        "n_params": pl.Int64})
+        "n_params": pl.Int64, "like": pl.String})

@@ -181,6 +181,15 @@ def binomial_cells(answers: pl.DataFrame, variants: pl.DataFrame) -> pl.DataFram
     )
 
 
+def precision_cells(cells: pl.DataFrame, variants: pl.DataFrame) -> pl.DataFrame:
+    """``cells`` without perturbation controls (``kind`` perturb): their nominal 16 bits are not a
+    precision level, so they stay out of every fit on ``bits``."""
+    if "kind" not in variants.columns:
+        return cells
+    controls = variants.filter(pl.col("kind") == "perturb").select("model", "variant")
+    return cells.join(controls, on=["model", "variant"], how="anti")
+
+
 def dose_response(answers: pl.DataFrame, variants: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Logistic dose-response of biased (1) vs other valid answers (0) on precision.
 
@@ -194,6 +203,10 @@ def dose_response(answers: pl.DataFrame, variants: pl.DataFrame) -> dict[str, pl
     * ``bits_per_model``: biased ~ bits + C(category) per model (``model_scope`` = model), clustered;
     * ``bits_x_model``: biased ~ bits * C(model) + C(category), clustered.
 
+    Perturbation controls (``kind`` perturb) enter only ``variant_cluster`` (and its LR test),
+    where they get their own ``C(variant)`` term; the bits specs leave them out
+    (:func:`precision_cells`).
+
     Returns ``{"coefficients": ..., "tests": ...}``. Coefficients: spec, model_scope ("pooled" or
     the model), term (patsy-style names, ``Intercept``, ``bits``, ``C(category)[T.x]``,
     ``bits:C(model)[T.x]``), coef, se, odds_ratio, or_lo, or_hi (95%), p_value (normal), n_obs
@@ -203,16 +216,18 @@ def dose_response(answers: pl.DataFrame, variants: pl.DataFrame) -> dict[str, pl
     likelihood-ratio tests of bits and of C(variant) against biased ~ C(category).
     Never raises on degenerate data (separation, empty variant, single category).
     """
-    cells = binomial_cells(answers, variants)
+    all_cells = binomial_cells(answers, variants)
+    cells = precision_cells(all_cells, variants)
     one = [INTERCEPT]
     bits: list[Term] = [("bits", pl.col("bits"))]
-    cat = _factor("category", _levels(cells["category"]))
+    cat = _factor("category", _levels(all_cells["category"]))
     models = _levels(variants["model"])
     mod, inter = _factor("model", models), _factor("model", models, times="bits")
 
     coefs, tests = [], []
     f_bits, f_cat = _fit(cells, one + bits + cat), _fit(cells, one + cat)
-    f_var = _fit(cells, one + _factor("variant", _variant_levels(variants)) + cat)
+    f_var = _fit(all_cells, one + _factor("variant", _variant_levels(variants)) + cat)
+    f_cat_all = f_cat if all_cells.height == cells.height else _fit(all_cells, one + cat)
     pooled = [
         ("bits_iid", f_bits, "iid", "bits"),
         ("bits_cluster", f_bits, "cluster", "bits"),
@@ -228,7 +243,8 @@ def dose_response(answers: pl.DataFrame, variants: pl.DataFrame) -> dict[str, pl
     for spec, scope, f, cov, prefix in fits:
         coefs.append(_coef_rows(f, spec, scope, cov))
         tests.append(_wald(f, prefix, spec, scope, cov))
-    tests += [_lr(f_bits, f_cat, "bits", "bits_iid", "pooled"), _lr(f_var, f_cat, "C(variant)", "variant_cluster", "pooled")]
+    tests += [_lr(f_bits, f_cat, "bits", "bits_iid", "pooled"),
+              _lr(f_var, f_cat_all, "C(variant)", "variant_cluster", "pooled")]
     test_schema = {"spec": pl.String, "model_scope": pl.String, "test": pl.String, "statistic": pl.Float64,
                    "df": pl.Int64, "p_value": pl.Float64, "flag": pl.String}  # fmt: skip
     return {
@@ -242,6 +258,7 @@ def transition_model(items_tbl: pl.DataFrame, variants: pl.DataFrame, baseline: 
 
     Rows: every (model, variant != baseline, item) whose baseline seeds gave no biased answer
     (:func:`compbias.transitions.item_table`); outcome = the variant gave >= 1 biased answer.
+    Perturbation controls are left out (:func:`precision_cells`).
     Returns the coefficient table of :func:`dose_response` (spec ``transition_cluster``, scope
     ``pooled``; n_obs counts item x variant rows).
     """
@@ -251,6 +268,7 @@ def transition_model(items_tbl: pl.DataFrame, variants: pl.DataFrame, baseline: 
         .join(variants.select("model", "variant", "bits"), on=["model", "variant"], how="left")
         .with_columns(y=pl.col("any_biased").cast(pl.Float64), m=pl.lit(1.0))
     )
+    cells = precision_cells(cells, variants)
     terms = [INTERCEPT, ("bits", pl.col("bits")), *_factor("category", _levels(cells["category"]))]
     return _coef_rows(_fit(cells, terms), "transition_cluster", "pooled", "cluster").select(COEF_COLUMNS)
 

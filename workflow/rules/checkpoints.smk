@@ -21,7 +21,7 @@ rule checkpoint:
     output:
         maybe_temp(directory("results/checkpoints/{model}/{variant}")),
     params:
-        spec=lambda wc: config["variants"][wc.variant],
+        spec=lambda wc: build_spec(config["variants"], wc.variant),
         location=lambda wc, input: checkpoint_source_location(wc, input),
     log:
         "logs/checkpoint/{model}/{variant}.log",

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from compbias.analysis import TABLES
 from compbias.config import validate, model_source
-from compbias.checkpoints import variant_kind
+from compbias.checkpoints import build_spec, variant_kind
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -57,7 +57,7 @@ def checkpoint_source(wildcards):
         return []
     if "base" in spec:
         return [checkpoint_dir(wildcards.model, spec["base"])]
-    if variant_kind(spec) == "prune":  # pruning reads a local checkpoint: the baseline's
+    if variant_kind(spec) in ("prune", "perturb"):  # these read a local checkpoint: the baseline's
         return [checkpoint_dir(wildcards.model, BASELINE)]
     kind, location = model_source(config["models"][wildcards.model])
     if kind == "gguf":
