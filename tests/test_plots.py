@@ -9,6 +9,7 @@ import pytest
 
 from compbias import plots
 from compbias.analysis import analyse
+from compbias.emergence_plot import emergence_figure
 from compbias.metrics import rates as rates_table
 from compbias.perplexity_stats import perplexity_summary
 from compbias.synthetic import synthetic_answers
@@ -67,8 +68,9 @@ def study() -> dict:
 def draw_all(t: dict, out: Path) -> dict[str, list[Path]]:
     return {
         "dose_response": plots.dose_response(t["rates"], t["variants"], out / "dose_response"),
-        "transitions": plots.transitions_vs_floor(t["transitions"], t["excess_emergence"], t["noise_floor"],
-                                                  out / "transitions", variants=t["variants"]),  # fmt: skip
+        "transitions": emergence_figure(t["transitions"], out / "transitions", expected=t["expected_emergence"],
+                                        direction=t["direction_tests"], noise_floor=t["noise_floor"],
+                                        variants=t["variants"], controls=t.get("controls"), baseline="bf16"),
         "perplexity_vs_bias": plots.perplexity_vs_bias(t["perplexity"], t["rates"], out / "perplexity_vs_bias",
                                                        variants=t["variants"]),  # fmt: skip
         "category_heatmap": plots.category_heatmap(t["rates"], out / "category_heatmap", variants=t["variants"]),
@@ -125,7 +127,7 @@ def test_all_nan_empty_and_missing_tables(study, tmp_path):
     for paths in draw_all(empty, tmp_path / "empty").values():
         assert_written(paths)
     # no excess / noise-floor tables
-    assert_written(plots.transitions_vs_floor(study["transitions"], None, None, tmp_path / "x" / "t"))
+    assert_written(emergence_figure(study["transitions"], tmp_path / "x" / "t"))
     assert_written(plots.perplexity_vs_bias(None, study["rates"], tmp_path / "x" / "p"))
     assert_written(plots.pruning(study["rates"], None, study["variants"], tmp_path / "x" / "pr"))
 
@@ -134,3 +136,27 @@ def test_suffix_in_out_is_a_stem(study, tmp_path):
     paths = plots.category_heatmap(study["rates"], tmp_path / "heat.png", variants=study["variants"])
     assert sorted(p.name for p in paths) == ["heat.pdf", "heat.png"]
     assert_written(paths)
+
+
+def _expected_from(transitions: pl.DataFrame, controls: dict[str, str]) -> pl.DataFrame:
+    """A hand-made expected_emergence table: the study's number +- 10 points, controls marked."""
+    obs = pl.col("pct_became_biased") / 100
+    return transitions.select(
+        "model", "variant", "category", n_sets=pl.lit(1000), expected_mean=obs * 0.9,
+        expected_lo=(obs - 0.1).clip(0, 1), expected_hi=(obs + 0.1).clip(0, 1),
+        control_for=pl.col("variant").replace_strict(controls, default=None),
+    )  # fmt: skip
+
+
+def test_emergence_figure_with_a_perturbation_control(tmp_path):
+    variants = {"bf16": 16.0, "q8": 8.0, "q4": 4.0, "q3": 3.0, "q4-noise": 16.0}
+    a, items, v = synthetic_answers(300, models=("m1",), variants=variants, seeds=5, placebo_seeds=5, seed=7)
+    t = _study(a, items, v)
+    controls = {"q4-noise": "q4"}
+    t["expected_emergence"] = _expected_from(t["transitions"], controls)
+    t["controls"] = controls
+    paths = draw_all(t, tmp_path)["transitions"]
+    assert_written(paths)
+    from compbias.emergence_plot import _order
+
+    assert _order(["q3", "q4-noise", "q8", "q4"], v, controls) == (["q8", "q4", "q4-noise", "q3"], 4)

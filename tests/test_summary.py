@@ -18,14 +18,15 @@ def _df(rows: list[dict]) -> pl.DataFrame:
 @pytest.fixture()
 def tables() -> dict[str, pl.DataFrame]:
     v = [("bf16", 0, 16.0, None, None), ("q4", 1, 4.0, None, None), ("wanda-50", 2, 16.0, "wanda", 0.5123),
-         ("magnitude-50", 3, 16.0, "magnitude", 0.5)]  # fmt: skip
+         ("magnitude-50", 3, 16.0, "magnitude", 0.5), ("q4-noise", 4, 16.0, None, None)]  # fmt: skip
     variants = pl.DataFrame(
         [{"model": "m", "variant": n, "order": o, "bits": b, "method": meth, "sparsity": sp, "is_baseline": n == "bf16"}
          for n, o, b, meth, sp in v],
         schema={"model": pl.String, "variant": pl.String, "order": pl.Int64, "bits": pl.Float64, "method": pl.String,
                 "sparsity": pl.Float64, "is_baseline": pl.Boolean},
     )  # fmt: skip
-    pooled = {"bf16": (0.25, 0.1, 40), "q4": (0.3126, 0.05, 48), "wanda-50": (NAN, 1.0, 0), "magnitude-50": (0.5, 0.2, 10)}
+    pooled = {"bf16": (0.25, 0.1, 40), "q4": (0.3126, 0.05, 48), "wanda-50": (NAN, 1.0, 0), "magnitude-50": (0.5, 0.2, 10),
+              "q4-noise": (0.26, 0.1, 40)}
     rates = _df(
         [{"model": "m", "variant": k, "category": "all", "seed": None, "pooled": True, "sr_rate": sr,
           "invalid_rate": inv, "n_valid": n} for k, (sr, inv, n) in pooled.items()]
@@ -37,7 +38,8 @@ def tables() -> dict[str, pl.DataFrame]:
     )  # fmt: skip
     transitions = _df(
         [{"model": "m", "variant": k, "category": "all", "n_unbiased_base": 20, "n_became_biased": b,
-          "pct_became_biased": p} for k, b, p in (("q4", 7, 35.0), ("wanda-50", 0, 0.0), ("magnitude-50", 3, 15.0))]
+          "pct_became_biased": p} for k, b, p in (("q4", 7, 35.0), ("wanda-50", 0, 0.0), ("magnitude-50", 3, 15.0),
+                                                  ("q4-noise", 4, 20.0))]
         + [{"model": "m", "variant": "q4", "category": "age", "n_unbiased_base": 5, "n_became_biased": 5,
             "pct_became_biased": 100.0}]
     )  # fmt: skip
@@ -47,6 +49,26 @@ def tables() -> dict[str, pl.DataFrame]:
          for k, fp, e, lo, hi in (("q4", 0.15, 0.2266, 0.05, 0.40), ("wanda-50", NAN, -0.1234, -0.2, -0.05),
                                   ("magnitude-50", 0.15, 0.0266, -0.1, 0.15))]
     )  # fmt: skip
+    expected = _df(
+        [{"model": "m", "variant": k, "category": c, "rng": "gumbel", "n_sets": 1000, "n_seeds": 5, "observed": obs,
+          "study_first_token": st, "expected_mean": mean, "expected_lo": lo, "expected_hi": hi, "study_quantile": q,
+          "share_continue_base": 0.0123, "share_continue_variant": cv, "share_undetermined": und,
+          "control_for": cf, "control": None}
+         for k, c, obs, st, mean, lo, hi, q, cv, und, cf in (
+             ("q4", "all", 0.35, 0.3, 0.3214, 0.2, 0.45, 0.4125, 0.2, 0.051, None),
+             ("q4", "age", 0.99, 0.99, 0.99, 0.99, 0.99, 0.5, 0.2, 0.0, None),
+             ("q4-noise", "all", 0.2, 0.2, 0.1849, 0.1, 0.3, 0.6, 0.02, 0.0, "q4"),
+             ("wanda-50", "all", 0.0, 0.0, 0.0, 0.0, 0.0, NAN, 1.0, 1.0, None))]
+    )  # fmt: skip
+    direction = _df(
+        [{"model": "m", "variant": "q4", "category": c, "population": pop, "n_items": n, "n_to_biased": b,
+          "n_to_anti": a, "n_both": both, "n_biased_only": b - both, "n_anti_only": a - both, "p_value": p, "q_value": q}
+         for c, pop, n, b, a, both, p, q in (("all", "unbiased", 20, 7, 5, 2, 0.50781, 0.6),
+                                             ("all", "unknown", 12, 4, 4, 1, 1.0, 1.0),
+                                             ("age", "unknown", 3, 3, 0, 0, 0.25, 0.6))]
+    )  # fmt: skip
+    floor = _df([{"model": "m", "category": c, "floor_analytic": fa, "floor_placebo": fp}
+                 for c, fa, fp in (("all", 0.1234, 0.15), ("age", 0.9, 0.9))])  # fmt: skip
     perplexity = _df(
         [{"model": "m", "variant": k, "pct_change": c, "pct_lo": lo, "pct_hi": hi}
          for k, c, lo, hi in (("bf16", 0.0, 0.0, 0.0), ("q4", 3.456, 1.2, 5.76), ("wanda-50", -2.5, -4.0, -1.04),
@@ -81,6 +103,7 @@ def tables() -> dict[str, pl.DataFrame]:
                            "statistic": NAN, "df": 0, "p_value": NAN, "flag": SINGLE_METHOD}])  # fmt: skip
     return {
         "variants": variants, "rates": rates, "transitions": transitions, "excess_emergence": excess,
+        "expected_emergence": expected, "direction_tests": direction, "noise_floor": floor,
         "perplexity": perplexity, "bias_scores": bias_scores, "regression_coefficients": coef,
         "regression_tests": tests, "role_flows": flows, "sparsity_coefficients": sparsity,
         "sparsity_tests": sparsity_tests,
@@ -88,17 +111,30 @@ def tables() -> dict[str, pl.DataFrame]:
 
 
 EXPECTED = [
-    "Baseline `bf16`; 1 model(s) (m), 3 compressed variant(s).",
+    "Baseline `bf16`; 1 model(s) (m), 4 compressed variant(s).",
     "### m",
-    "- at q4, 35.0% (7/20) of bf16-unbiased items became biased (noise floor 12.3%, placebo 15.0%, "
-    "excess 22.7% [5.0, 40.0]); perplexity rose 3.5% [1.2, 5.8]; stereotype reliance 25.0% -> 31.3%; "
-    "invalid answers 10.0% -> 5.0%",
-    "- at wanda-50 (wanda, 51.2% sparse), 0.0% (0/20) of bf16-unbiased items became biased (noise floor 12.3%, "
-    "placebo n/a, excess -12.3% [-20.0, -5.0]); perplexity fell 2.5% [1.0, 4.0]; stereotype reliance 25.0% -> "
-    "n/a (no valid answers); invalid answers 10.0% -> 100.0%",
-    "- at magnitude-50 (magnitude, 50.0% sparse), 15.0% (3/20) of bf16-unbiased items became biased (noise floor "
-    "12.3%, placebo 15.0%, excess 2.7% [-10.0, 15.0]); perplexity rose 0.0% [-0.5, 0.6]; stereotype reliance "
-    "25.0% -> 50.0%; invalid answers 10.0% -> 20.0%",
+    "- at q4, 35.0% (7/20) of bf16-unbiased items became biased; perplexity rose 3.5% [1.2, 5.8]; stereotype "
+    "reliance 25.0% -> 31.3%; invalid answers 10.0% -> 5.0%",
+    "  - expected 32.1% [20.0, 45.0] over 1000 virtual seed sets of 5 (rng gumbel); the study's seeds by the same "
+    "first-token rule: 30.0% (percentile 41); first tokens that need continuing, counted as their own outcome: "
+    "1.2% of bf16 draws, 20.0% of q4 draws (5.1% of the items undetermined)",
+    "  - q4 35.0% vs perturbation control q4-noise 20.0% (4/20) became biased, expected 18.5% [10.0, 30.0]",
+    "  - direction: of 20 bf16-unbiased items 7 moved to biased, 5 to anti (5 vs 3 only one way: exact paired "
+    "p = 0.508, q = 0.600); of 12 bf16-unknown items 4 moved to biased, 4 to anti (3 vs 3 only one way: exact "
+    "paired p = 1, q = 1.000)",
+    "  - floor for independent re-runs of bf16 (fresh seeds, not coupled; a different null): 12.3% analytic, "
+    "15.0% placebo",
+    "- at q4-noise (perturbation control for q4), 20.0% (4/20) of bf16-unbiased items became biased; perplexity "
+    "change n/a; stereotype reliance 25.0% -> 26.0%; invalid answers 10.0% -> 10.0%",
+    "  - expected 18.5% [10.0, 30.0] over 1000 virtual seed sets of 5 (rng gumbel); the study's seeds by the same "
+    "first-token rule: 20.0% (percentile 60); first tokens that need continuing, counted as their own outcome: "
+    "1.2% of bf16 draws, 2.0% of q4-noise draws (0.0% of the items undetermined)",
+    "- at wanda-50 (wanda, 51.2% sparse), 0.0% (0/20) of bf16-unbiased items became biased; perplexity fell 2.5% "
+    "[1.0, 4.0]; stereotype reliance 25.0% -> n/a (no valid answers); invalid answers 10.0% -> 100.0%",
+    "  - direction: n/a",
+    "- at magnitude-50 (magnitude, 50.0% sparse), 15.0% (3/20) of bf16-unbiased items became biased; perplexity "
+    "rose 0.0% [-0.5, 0.6]; stereotype reliance 25.0% -> 50.0%; invalid answers 10.0% -> 20.0%",
+    "  - expected emergence n/a",
     "- m: bf16 12.5 | q4 -3.3 | wanda-50 n/a (no valid answers) | magnitude-50 40.0",
     "- pooled: odds ratio per bit 0.951 [0.900, 1.005], p = 0.0768 (n = 88 answers, 20 items)",
     "- model x precision interaction (Wald bits:C(model), clustered): not estimable (a single model)",
@@ -119,9 +155,10 @@ def test_summary_numbers(tables):
         assert line in lines, line
     # quantization variants first, then pruning, each in config order
     heads = [ln for ln in lines if ln.startswith("- at ")]
-    assert [h.split(",")[0] for h in heads] == ["- at q4", "- at wanda-50 (wanda", "- at magnitude-50 (magnitude"]
+    assert [h.split(",")[0] for h in heads] == ["- at q4", "- at q4-noise (perturbation control for q4)",
+                                                "- at wanda-50 (wanda", "- at magnitude-50 (magnitude"]  # fmt: skip
     # ignored rows (single seed, single category, disambiguated, per-model sparsity) leave no trace
-    for absent in ("90.0%", "80.0%", "100.0% (", "99.0", "9.000", "bits (pruned"):
+    for absent in ("90.0%", "80.0%", "100.0% (", "99.0", "9.000", "bits (pruned", "3 vs 0", "excess", "22.7%"):
         assert absent not in text, absent
     assert text.endswith("\n") and "\n\n\n" not in text
 
@@ -150,3 +187,11 @@ def test_summary_of_missing_and_empty_tables():
     assert text.startswith("# Summary") and "0 model(s)" in text
     empty = summary_markdown({"rates": pl.DataFrame(), "transitions": pl.DataFrame()}, "bf16")
     assert "n/a (no regression table)" in empty
+
+
+def test_summary_controls_from_the_config(tables):
+    """The config's perturb specs name the controls; without them the table's control_for does."""
+    cfg = {"bf16": {"dtype": "bfloat16"}, "q4": {"quantize": {"bits": 4}}, "q4-noise": {"perturb": {"like": "q4"}}}
+    assert summary_markdown(tables, "bf16", variants_cfg=cfg) == summary_markdown(tables, "bf16")
+    no_ctl = summary_markdown(tables, "bf16", variants_cfg={k: v for k, v in cfg.items() if k != "q4-noise"})
+    assert "perturbation control" not in no_ctl.split("## BBQ")[0].split("*Perturbation control*")[1]

@@ -111,15 +111,19 @@ def test_figures_summary_and_report(study):
     summary = (work / "results" / "summary.md").read_text()
     assert summary.startswith("# Summary") and "## Regression" in summary and "## Pruning" in summary
     heads = [line for line in summary.splitlines() if line.startswith("- at ")]
-    assert len(heads) == len(cfg["variants"]) - 1 and all("became biased (noise floor" in h for h in heads)
+    assert len(heads) == len(cfg["variants"]) - 1 and all("items became biased; " in h for h in heads)
+    expected = [line for line in summary.splitlines() if line.startswith("  - expected ")]
+    assert len(expected) == len(heads) and all("virtual seed sets" in e for e in expected)
+    assert "excess" not in summary
     tables = sorted(p.name for p in (work / "results" / "report_tables").iterdir())
-    assert tables == sorted(f"{t}.csv" for t in ("rates", "transitions", "excess_emergence", "bias_scores",
-                                                  "regression_coefficients", "perplexity", "sparsity_coefficients"))
+    assert tables == sorted(f"{t}.csv" for t in ("rates", "transitions", "expected_emergence", "direction_tests",
+                                                  "excess_emergence", "bias_scores", "regression_coefficients",
+                                                  "perplexity", "sparsity_coefficients"))
     report = work / "report.html"
     run = snakemake(work, "--report", str(report))
     assert run.returncode == 0, run.stderr[-5000:]
     html = report.read_text()
     assert len(html) > 200_000  # the figures are embedded
-    for text in ("compbias: does compressing", "Emergence of biased answers vs the noise floor", "Answer-role rates",
+    for text in ("compbias: does compressing", "Emergence of biased answers: the study seeds", "Answer-role rates",
                  "dose_response.png", "pruning.png", "summary.md", "excess_emergence.csv"):
         assert text in html, text

@@ -7,16 +7,21 @@ from typing import Any
 
 import polars as pl
 
+from .controls import perturbation_controls
+from .direction import direction_tests
+from .emergence import expected_emergence
 from .metrics import bias_scores
 from .perplexity_stats import perplexity_summary
 from .regression import dose_response, sparsity_response, transition_model
 from .transitions import (excess_emergence, item_table, noise_floor, paired_tests,
                           probability_shifts, role_flows, transitions)
+from .virtual_seeds import VIRTUAL_SCHEMA
 
 #: Table name -> what it holds (README and report captions use these names).
 TABLES = (
     "bias_scores", "items_by_variant", "transitions", "role_flows", "noise_floor",
-    "excess_emergence", "probability_shift_items", "probability_shifts", "paired_tests",
+    "excess_emergence", "expected_emergence", "direction_tests", "probability_shift_items",
+    "probability_shifts", "paired_tests",
     "regression_coefficients", "regression_tests", "transition_model", "sparsity_coefficients",
     "sparsity_tests", "perplexity",
 )
@@ -24,20 +29,32 @@ TABLES = (
 
 def analyse(answers: pl.DataFrame, items: pl.DataFrame, variants: pl.DataFrame,
             ppl: pl.DataFrame | None, baseline: str, n_seeds: int,
-            cfg: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
-    """Every analysis table, keyed by the names in :data:`TABLES`."""
+            cfg: Mapping[str, Any], virtual: pl.DataFrame | None = None,
+            variants_cfg: Mapping[str, Any] | None = None) -> dict[str, pl.DataFrame]:
+    """Every analysis table, keyed by the names in :data:`TABLES`.
+
+    ``virtual``: the virtual seed outcomes of every model x variant
+    (:func:`compbias.virtual_seeds.virtual_outcomes` plus ``model``, ``variant``); without them
+    ``expected_emergence`` is empty. ``variants_cfg``: the config's ``variants`` (for the
+    perturbation controls, :mod:`compbias.controls`).
+    """
     n_boot, seed = int(cfg.get("n_boot", 2000)), int(cfg.get("seed", 0))
     per_item = item_table(answers)
     shifts = probability_shifts(per_item, baseline)
     reg = dose_response(answers, variants)
     sparse = sparsity_response(answers, variants)
+    trans = transitions(per_item, baseline)
+    if virtual is None:
+        virtual = pl.DataFrame(schema=VIRTUAL_SCHEMA | {"model": pl.String, "variant": pl.String})
     out = {
         "bias_scores": bias_scores(answers, items),
         "items_by_variant": per_item,
-        "transitions": transitions(per_item, baseline),
+        "transitions": trans,
         "role_flows": role_flows(per_item, baseline),
         "noise_floor": noise_floor(answers, baseline, n_seeds),
         "excess_emergence": excess_emergence(answers, baseline, n_seeds, n_boot, seed),
+        "expected_emergence": expected_emergence(virtual, items, baseline, trans, perturbation_controls(variants_cfg)),
+        "direction_tests": direction_tests(answers, baseline),
         "probability_shift_items": shifts["items"],
         "probability_shifts": shifts["summary"],
         "paired_tests": paired_tests(per_item, baseline, n_boot, seed),

@@ -22,6 +22,7 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from compbias.io import temp_path
 from compbias.metrics import ALL
@@ -272,99 +273,6 @@ def dose_response(rates: pl.DataFrame, variants: pl.DataFrame, out: str | Path) 
     return save_figure(fig, out)
 
 
-# --------------------------------------------------------------------------- transitions vs floor
-
-
-def transitions_vs_floor(
-    transitions: pl.DataFrame, excess: pl.DataFrame | None, noise_floor: pl.DataFrame | None, out: str | Path,
-    variants: pl.DataFrame | None = None,
-) -> list[Path]:  # fmt: skip
-    """Per variant: % of baseline-unbiased items that became biased (and % of baseline-non-anti
-    items that became anti), against the analytic and placebo noise floors (top row), and the
-    excess emergence over each floor with its item-bootstrap 95% interval (bottom row).
-
-    Category ``all``; one column per model; quantization variants, then pruning variants (with
-    ``variants`` to tell them apart and order them; alphabetical otherwise).
-    """
-    title = "Emergence of biased answers vs the no-compression noise floor"
-    if _empty(transitions):
-        return placeholder(out, title, "no transitions (no variant besides the baseline?)")
-    tr = transitions.filter(pl.col("category") == ALL)
-    ex = excess.filter(pl.col("category") == ALL) if not _empty(excess) else None
-    nf = noise_floor.filter(pl.col("category") == ALL) if not _empty(noise_floor) else None
-    models = _models(tr)
-    present = tr["variant"].unique().to_list()
-    pruned = [v for v in pruning_variants(variants) if v in present]
-    quant = [v for v in variant_order(variants, present) if v in present and v not in pruned]
-    order = quant + pruned
-    pos = {v: i for i, v in enumerate(order)}
-    fig = _new_figure(len(models) * max(6.0, 1.4 + 1.05 * len(order)), 8.0)
-    axes = fig.subplots(2, len(models), sharex=True, squeeze=False)
-    w = 0.36
-    for j, model in enumerate(models):
-        top, bottom = axes[0, j], axes[1, j]
-        t = tr.filter(pl.col("model") == model).with_columns(_x=pl.col("variant").replace_strict(pos)).sort("_x")
-        x = t["_x"].to_numpy().astype(float)
-        top.bar(x - w / 2, _col(t, "pct_became_biased"), w, color=ROLE_COLORS["sr"],
-                label="became biased (% of baseline-unbiased items)")  # fmt: skip
-        top.bar(x + w / 2, _col(t, "pct_became_anti"), w, color=ROLE_COLORS["anti"],
-                label="became anti (% of baseline-non-anti items)")  # fmt: skip
-        for dx, col in ((-w / 2, "pct_became_biased"), (w / 2, "pct_became_anti")):
-            for xx, val in zip(x + dx, _col(t, col)):
-                top.annotate("n/a" if not np.isfinite(val) else f"{val:.1f}", (xx, val if np.isfinite(val) else 0),
-                             xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)  # fmt: skip
-        n_unb = sorted(set(t["n_unbiased_base"].to_list()))
-        subtitle = [f"{n_unb[0]} baseline-unbiased items" if len(n_unb) == 1 else "baseline-unbiased items vary"]
-        floors = nf.filter(pl.col("model") == model) if nf is not None else None
-        floor_vals: list[float] = []
-        if floors is not None and floors.height:
-            fa, fp = _num(floors["floor_analytic"][0]), _num(floors["floor_placebo"][0])
-            floor_vals = [f for f in (fa, fp) if math.isfinite(f)]
-            if math.isfinite(fa):
-                top.axhline(100 * fa, color="black", ls="--", lw=1.3, label="noise floor of 'became biased': analytic")
-            if math.isfinite(fp):
-                top.axhline(100 * fp, color="#8e44ad", ls=":", lw=1.6,
-                            label="noise floor of 'became biased': placebo seeds")  # fmt: skip
-            subtitle.append(f"floors {_fmt_pct(fa)} analytic, {_fmt_pct(fp)} placebo")
-        top.set_title(f"model: {model}\n({'; '.join(subtitle)})", fontsize=10)
-        top.set_ylabel("% of items")
-        top.grid(axis="y", alpha=0.3)
-        tops = [*_col(t, "pct_became_biased"), *_col(t, "pct_became_anti"), *(100 * f for f in floor_vals), 5.0]
-        top.set_ylim(0, min(105.0, 1.15 * float(np.nanmax(tops)) + 4))
-        bottom.axhline(0, color="black", lw=0.8)
-        e = ex.filter(pl.col("model") == model) if ex is not None else None
-        if e is not None and e.height:
-            e = e.filter(pl.col("variant").is_in(order)).with_columns(_x=pl.col("variant").replace_strict(pos)).sort("_x")
-            ex_x = e["_x"].to_numpy().astype(float)
-            for name, color, dx, marker in (("analytic", "black", -0.1, "o"), ("placebo", "#8e44ad", 0.1, "s")):
-                y = 100 * _col(e, f"excess_{name}")
-                lo, hi = 100 * _col(e, f"excess_{name}_lo"), 100 * _col(e, f"excess_{name}_hi")
-                bottom.errorbar(ex_x + dx, y, yerr=_err(y, lo, hi), fmt=marker, color=color, capsize=4, ms=5,
-                                label=f"excess over {name} floor, 95% bootstrap CI")  # fmt: skip
-        else:
-            bottom.text(0.5, 0.5, "no excess-emergence table", ha="center", va="center", transform=bottom.transAxes)
-        bottom.set_ylabel("excess emergence\n(percentage points of items)")
-        bottom.grid(axis="y", alpha=0.3)
-        bottom.set_xticks(range(len(order)), [_bits_label(variants, v) for v in order], fontsize=8)
-        bottom.set_xlabel("variant" + (" (quantization | pruning)" if quant and pruned else ""))
-        if quant and pruned:
-            for ax in (top, bottom):
-                ax.axvline(len(quant) - 0.5, color="#999999", lw=1, ls="-.")
-        bottom.set_xlim(-0.6, len(order) - 0.4)
-    handles, labels = {}, {}
-    for ax in (axes[0, 0], axes[1, 0]):
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=3 if len(models) > 1 else 2,
-               fontsize=8)
-    fig.suptitle(title + " (category: all)", fontsize=12)
-    return save_figure(fig, out)
-
-
-def _fmt_pct(x: float) -> str:
-    return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
-
-
 # --------------------------------------------------------------------------- perplexity vs bias
 
 
@@ -375,13 +283,24 @@ def _sr_change(rates: pl.DataFrame, baseline: str) -> pl.DataFrame:
     return p.join(base, on="model", how="left").with_columns(d_sr=pl.col("sr") - pl.col("sr_base"))
 
 
+PPL_LINEAR = 1.0
+"""Perplexity changes (%) within +- this are drawn on a linear scale, larger ones logarithmically."""
+
+
+def _pct_tick(x: float, _pos: object = None) -> str:
+    return "0" if x == 0 else f"{x:+g}%"
+
+
 def perplexity_vs_bias(
     perplexity: pl.DataFrame | None, rates: pl.DataFrame, out: str | Path,
     variants: pl.DataFrame | None = None, baseline: str | None = None,
 ) -> list[Path]:  # fmt: skip
     """Perplexity % change vs the baseline (paired bootstrap 95% interval, horizontal bars) against
     the change in stereotype-reliance rate from the baseline (percentage points, category
-    ``all``), one labelled point per model x variant (pruning variants as triangles)."""
+    ``all``), one labelled point per model x variant (pruning variants as triangles).
+
+    The perplexity axis is symmetric-logarithmic (linear within +-:data:`PPL_LINEAR` %), so a
+    +0.1% and a +700% change are both readable."""
     title = "Perplexity change vs change in stereotype reliance"
     if _empty(perplexity):
         return placeholder(out, title, "perplexity was not measured (perplexity.enabled: false)")
@@ -416,6 +335,8 @@ def perplexity_vs_bias(
             marker = "^" if r["variant"] in pruned else "o"
             ax.errorbar([x], [y], xerr=xerr, fmt=marker, color=color, ms=7, capsize=4)
             labels.append((x, y, r["variant"], color))
+    ax.set_xscale("symlog", linthresh=PPL_LINEAR, linscale=0.6)
+    ax.xaxis.set_major_formatter(FuncFormatter(_pct_tick))
     ax.margins(x=0.12, y=0.1)
     place_labels(ax, labels)
     for k, model in enumerate(models):
@@ -424,7 +345,8 @@ def perplexity_vs_bias(
         ax.plot([], [], "o", color="#777777", label="quantization variant")
         ax.plot([], [], "^", color="#777777", label="pruning variant")
     ax.legend(fontsize=8, loc="best")
-    ax.set_xlabel(f"perplexity change vs {baseline} (%, paired bootstrap 95% CI)")
+    ax.set_xlabel(f"perplexity change vs {baseline} (%, paired bootstrap 95% CI; log scale beyond "
+                  f"\u00b1{PPL_LINEAR:g}%)")
     ax.set_ylabel(f"stereotype-reliance change vs {baseline}\n(percentage points of valid answers)")
     ax.grid(alpha=0.3)
     if missing:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from compbias.controls import perturbation_controls
 from compbias.metrics import ALL
 
 Tables = Mapping[str, "pl.DataFrame | None"]
@@ -89,28 +90,48 @@ def _variant_info(tables: Tables, baseline: str) -> tuple[list[str], dict[str, l
         for r in order.iter_rows(named=True):
             rows[(r["model"], r["variant"])] = r
             seen.setdefault(r["model"], []).append(r["variant"])
-    for name in ("transitions", "rates", "excess_emergence"):  # variants not in the variants table
+    for name in ("transitions", "rates", "expected_emergence"):  # variants not in the variants table
         t = _get(tables, name)
         if t is not None and not t.is_empty():
             for m, v in t.select("model", "variant").unique().sort("model", "variant").iter_rows():
                 if v not in seen.setdefault(m, []):
                     seen[m].append(v)
     per_model = {}
+    controls = _controls(tables)
     for m, vs in seen.items():
         vs = [v for v in vs if v != baseline]
         pruned = [v for v in vs if (rows.get((m, v)) or {}).get("method") is not None]
-        per_model[m] = [v for v in vs if v not in pruned] + pruned
+        ordered = [v for v in vs if v not in pruned and v not in controls] + [v for v in pruned if v not in controls]
+        for c, like in controls.items():  # a perturbation control right after the variant it controls for
+            if c in vs:
+                ordered.insert(ordered.index(like) + 1 if like in ordered else len(ordered), c)
+        per_model[m] = ordered
     return sorted(per_model), per_model, rows
+
+
+def _controls(tables: Tables) -> dict[str, str]:
+    """Perturbation control -> the variant it controls for: ``tables["controls"]`` (a mapping, from
+    the config) or else the expected_emergence table's ``control_for``."""
+    given = tables.get("controls")
+    if isinstance(given, Mapping):
+        return dict(given)  # type: ignore[arg-type]
+    ee = _get(tables, "expected_emergence")
+    if ee is None or ee.is_empty() or "control_for" not in ee.columns:
+        return {}
+    return dict(ee.filter(pl.col("control_for").is_not_null()).select("variant", "control_for").unique().iter_rows())
 
 
 # --------------------------------------------------------------------------- sections
 
 
 def headline_line(tables: Tables, model: str, variant: str, baseline: str, info: dict | None = None) -> str:
-    """``at {variant}, X% (k/n) of {baseline}-unbiased items became biased (noise floor Y%,
-    placebo P%, excess Z% [lo, hi]); perplexity rose W% [lo, hi]; stereotype reliance A% -> B%;
-    invalid answers C% -> D%``."""
+    """``at {variant}, X% (k/n) of {baseline}-unbiased items became biased; perplexity rose W%
+    [lo, hi]; stereotype reliance A% -> B%; invalid answers C% -> D%`` (the nulls follow in
+    :func:`detail_lines`)."""
     name = variant
+    like = _controls(tables).get(variant)
+    if like is not None:
+        name += f" (perturbation control for {like})"
     if info and info.get("method") is not None:
         name += f" ({info['method']}, {_pct(info.get('sparsity'))} sparse"
         bits = info.get("bits")
@@ -121,12 +142,6 @@ def headline_line(tables: Tables, model: str, variant: str, baseline: str, info:
     else:
         parts = [f"at {name}, {_pct(t['pct_became_biased'], 1)} ({t['n_became_biased']}/{t['n_unbiased_base']}) "
                  f"of {baseline}-unbiased items became biased"]  # fmt: skip
-    e = _row(_get(tables, "excess_emergence"), model=model, variant=variant, category=ALL)
-    if e is None:
-        parts[0] += " (noise floor n/a)"
-    else:
-        parts[0] += (f" (noise floor {_pct(e['floor_analytic'])}, placebo {_pct(e['floor_placebo'])}, "
-                     f"excess {_pct(e['excess_analytic'])} {_interval(e['excess_analytic_lo'], e['excess_analytic_hi'])})")  # fmt: skip
     ppl_tbl = _get(tables, "perplexity")
     p = _row(ppl_tbl, model=model, variant=variant)
     if ppl_tbl is None:
@@ -151,17 +166,68 @@ def headline_line(tables: Tables, model: str, variant: str, baseline: str, info:
     return "; ".join(parts)
 
 
+def _expected_text(e: dict, baseline: str, variant: str) -> str:
+    text = (f"expected {_pct(e['expected_mean'])} {_interval(e['expected_lo'], e['expected_hi'])} over "
+            f"{e['n_sets']} virtual seed sets of {e['n_seeds']} (rng {e['rng']}); the study's seeds by the same "
+            f"first-token rule: {_pct(e['study_first_token'])}")  # fmt: skip
+    if _finite(e["study_quantile"]):
+        text += f" (percentile {_f(100 * float(e['study_quantile']), 0)})"
+    return text + (f"; first tokens that need continuing, counted as their own outcome: "
+                   f"{_pct(e['share_continue_base'])} of {baseline} draws, {_pct(e['share_continue_variant'])} "
+                   f"of {variant} draws ({_pct(e['share_undetermined'])} of the items undetermined)")  # fmt: skip
+
+
+def _direction_text(d: pl.DataFrame | None, model: str, variant: str, baseline: str) -> str:
+    parts = []
+    for pop in ("unbiased", "unknown"):
+        r = _row(d, model=model, variant=variant, category=ALL, population=pop)
+        if r is None:
+            continue
+        parts.append(f"of {r['n_items']} {baseline}-{pop} items {r['n_to_biased']} moved to biased, "
+                     f"{r['n_to_anti']} to anti ({r['n_biased_only']} vs {r['n_anti_only']} only one way: "
+                     f"exact paired {_p(r['p_value'])}, q = {_f(r['q_value'], 3)})")  # fmt: skip
+    return "direction: " + ("; ".join(parts) if parts else "n/a")
+
+
+def detail_lines(tables: Tables, model: str, variant: str, baseline: str) -> list[str]:
+    """Sub-bullets of a headline: expected emergence over virtual seed sets, the perturbation
+    control's emergence, the direction test and the floor for independent re-runs."""
+    out = []
+    ee = _get(tables, "expected_emergence")
+    e = _row(ee, model=model, variant=variant, category=ALL)
+    out.append(_expected_text(e, baseline, variant) if e is not None else "expected emergence n/a")
+    for control, like in _controls(tables).items():
+        if like != variant:
+            continue
+        c = _row(ee, model=model, variant=control, category=ALL)
+        t = _row(_get(tables, "transitions"), model=model, variant=control, category=ALL)
+        obs = f"{_pct(t['pct_became_biased'], 1)} ({t['n_became_biased']}/{t['n_unbiased_base']})" if t else "n/a"
+        exp = f", expected {_pct(c['expected_mean'])} {_interval(c['expected_lo'], c['expected_hi'])}" if c else ""
+        mine = _pct(e["observed"]) if e is not None else "n/a"
+        out.append(f"{variant} {mine} vs perturbation control {control} {obs} became biased{exp}")
+    out.append(_direction_text(_get(tables, "direction_tests"), model, variant, baseline))
+    f = _row(_get(tables, "noise_floor"), model=model, category=ALL)
+    out.append(f"floor for independent re-runs of {baseline} (fresh seeds, not coupled; a different null): "
+               + (f"{_pct(f['floor_analytic'])} analytic, {_pct(f['floor_placebo'])} placebo" if f else "n/a"))
+    return ["  - " + x for x in out]
+
+
 def _headlines(tables: Tables, baseline: str) -> list[str]:
     models, per_model, rows = _variant_info(tables, baseline)
     out = [
-        "## Emergence of bias vs the noise floor",
+        "## Emergence of bias, its expected range and its direction",
         "",
         f"Items are unbiased at {baseline} when none of its seeds answered biased; an item *became biased* "
-        "when at least one seed of the variant did. Noise floor: expected emergence without compression "
-        f"(analytic, from {baseline}'s exact first-token probabilities; placebo, from extra {baseline} "
-        "seeds); excess = observed - analytic floor, 95% item-bootstrap interval, in % of items. "
-        "Perplexity change vs the baseline with a paired bootstrap 95% interval. Rates are over valid "
-        "answers (biased + anti + unknown), seeds pooled, all categories.",
+        "when at least one seed of the variant did. Every variant draws with the same keyed random numbers "
+        f"per (seed, item), so a variant whose distributions did not move answers exactly as {baseline} "
+        "(emergence 0). *Expected*: the same metric over many virtual seed sets drawn from the stored "
+        f"distributions of {baseline} and the variant, coupled the same way: mean [95% range]. "
+        "*Perturbation control*: random weight noise of the same size as the quantization. "
+        "*Direction*: items that moved to the biased vs to the anti-stereotyped option, with an exact "
+        "paired test (BH q-values). *Floor for independent re-runs*: what fresh, independent seeds of "
+        f"{baseline} would show; it does not apply to coupled draws. Perplexity change vs the baseline "
+        "with a paired bootstrap 95% interval. Rates are over valid answers (biased + anti + unknown), "
+        "seeds pooled, all categories.",
     ]
     for m in models:
         out += ["", f"### {m}", ""]
@@ -169,6 +235,7 @@ def _headlines(tables: Tables, baseline: str) -> list[str]:
             out.append(f"- no variant besides {baseline}")
         for v in per_model[m]:
             out.append("- " + headline_line(tables, m, v, baseline, rows.get((m, v))))
+            out += detail_lines(tables, m, v, baseline)
     return out
 
 
@@ -290,18 +357,23 @@ def _pruning(tables: Tables) -> list[str]:
     return out
 
 
-def summary_markdown(tables: Tables, baseline: str) -> str:
+def summary_markdown(tables: Tables, baseline: str, variants_cfg: Mapping | None = None) -> str:
     """The study summary as Markdown.
 
     ``tables`` maps table names to DataFrames (None or absent when not computed): ``variants``,
-    ``rates`` and the analysis tables ``transitions``, ``excess_emergence``, ``perplexity``,
-    ``bias_scores``, ``regression_coefficients``, ``regression_tests``, ``role_flows``,
-    ``sparsity_coefficients``, ``sparsity_tests``. Sections: headline lines (one per model x
-    non-baseline variant: emergence vs noise floor, perplexity change, stereotype reliance and
-    invalid rates), BBQ s_AMB per variant, the precision regression (odds ratio per bit, model x
-    precision interaction), role flows of baseline-unknown items, and pruning (only with pruning
-    coefficients).
+    ``rates`` and the analysis tables ``transitions``, ``expected_emergence``,
+    ``direction_tests``, ``noise_floor``, ``perplexity``, ``bias_scores``,
+    ``regression_coefficients``, ``regression_tests``, ``role_flows``, ``sparsity_coefficients``,
+    ``sparsity_tests``. ``variants_cfg`` (the config's ``variants``) names the perturbation
+    controls (else the expected_emergence table's ``control_for`` does). Sections: headline lines
+    (one per model x non-baseline variant: emergence, perplexity change, stereotype reliance and
+    invalid rates; below each, the expected emergence over virtual seed sets, the perturbation
+    control, the direction test and the floor for independent re-runs), BBQ s_AMB per variant,
+    the precision regression (odds ratio per bit, model x precision interaction), role flows of
+    baseline-unknown items, and pruning (only with pruning coefficients).
     """
+    if variants_cfg is not None:
+        tables = {**tables, "controls": perturbation_controls(variants_cfg)}  # type: ignore[dict-item]
     models, per_model, _ = _variant_info(tables, baseline)
     n_var = len({v for vs in per_model.values() for v in vs})
     head = [

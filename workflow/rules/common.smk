@@ -49,6 +49,17 @@ def answer_shards():
     ]
 
 
+def score_shards(model, variant):
+    """The scores shards of (model, variant) for every study seed's scores group (one group,
+    ``fixed``, unless option_order is shuffled): what virtual seed sets draw from."""
+    groups = sorted({score_group(s) for s in SEEDS})
+    return [f"results/scores/{model}/{variant}/{g}/shard={k}.parquet" for g in groups for k in SHARDS]
+
+
+def virtual_seed_tables():
+    return expand("results/virtual_seeds/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS)
+
+
 def checkpoint_source(wildcards):
     """Input of a checkpoint build: the base variant's checkpoint, a converted GGUF, or nothing
     (a hub repo or local directory is read by the build itself)."""

@@ -4,7 +4,7 @@
 FIGURES = ["dose_response", "transitions", "perplexity_vs_bias", "category_heatmap", "pruning"]
 FIGURE_LABELS = {
     "dose_response": "answer roles vs precision",
-    "transitions": "emergence vs noise floor",
+    "transitions": "emergence, expected range, direction",
     "perplexity_vs_bias": "perplexity vs bias",
     "category_heatmap": "categories x variants",
     "pruning": "pruning vs sparsity",
@@ -13,7 +13,8 @@ HAS_PRUNING = any(variant_kind(spec) == "prune" for spec in config["variants"].v
 # tables copied to results/report_tables/ and shown in the report (rates is results/rates.csv,
 # the others results/analysis/{table}.csv)
 REPORT_TABLES = (
-    ["rates", "transitions", "excess_emergence", "bias_scores", "regression_coefficients"]
+    ["rates", "transitions", "expected_emergence", "direction_tests", "excess_emergence", "bias_scores",
+     "regression_coefficients"]
     + (["perplexity"] if PERPLEXITY else [])
     + (["sparsity_coefficients"] if HAS_PRUNING else [])
 )
@@ -21,7 +22,8 @@ REPORT_TABLES = (
 # analysis tables the summary reads
 SUMMARY_TABLES = [
     t for t in ANALYSIS_TABLES
-    if t in ("transitions", "excess_emergence", "noise_floor", "bias_scores", "regression_coefficients",
+    if t in ("transitions", "expected_emergence", "direction_tests", "noise_floor", "bias_scores",
+             "regression_coefficients",
              "regression_tests", "role_flows", "sparsity_coefficients", "sparsity_tests", "perplexity")
 ]
 
@@ -35,8 +37,9 @@ rule figures:
         rates="results/rates.parquet",
         variants="results/variants.parquet",
         transitions="results/analysis/transitions.parquet",
-        excess="results/analysis/excess_emergence.parquet",
         noise_floor="results/analysis/noise_floor.parquet",
+        expected="results/analysis/expected_emergence.parquet",
+        direction="results/analysis/direction_tests.parquet",
         perplexity=["results/analysis/perplexity.parquet"] if PERPLEXITY else [],
     output:
         **{
@@ -51,6 +54,7 @@ rule figures:
         pdf=expand("results/figures/{name}.pdf", name=FIGURES),
     params:
         baseline=BASELINE,
+        variants_cfg=config["variants"],
     log:
         "logs/figures.log",
     benchmark:
@@ -103,6 +107,7 @@ rule summary:
         report("results/summary.md", caption="../report/summary.rst", category="Summary"),
     params:
         baseline=BASELINE,
+        variants_cfg=config["variants"],
     log:
         "logs/summary.log",
     benchmark:

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 from compbias import plots
+from compbias.controls import perturbation_controls
+from compbias.emergence_plot import emergence_figure
 from compbias.io import read_parquet
 from compbias.logs import log_to
 
@@ -17,8 +19,10 @@ with log_to(snakemake.log[0]) as log:
 
     written = [
         *plots.dose_response(rates, variants, stem(out.dose_response)),
-        *plots.transitions_vs_floor(read_parquet(inp.transitions), read_parquet(inp.excess),
-                                    read_parquet(inp.noise_floor), stem(out.transitions), variants=variants),
+        *emergence_figure(read_parquet(inp.transitions), stem(out.transitions), expected=read_parquet(inp.expected),
+                          direction=read_parquet(inp.direction), noise_floor=read_parquet(inp.noise_floor),
+                          variants=variants, controls=perturbation_controls(snakemake.params.variants_cfg),
+                          baseline=baseline),
         *plots.perplexity_vs_bias(ppl, rates, stem(out.perplexity_vs_bias), variants=variants, baseline=baseline),
         *plots.category_heatmap(rates, stem(out.category_heatmap), variants=variants, baseline=baseline),
         *plots.pruning(rates, ppl, variants, stem(out.pruning), baseline=baseline),
