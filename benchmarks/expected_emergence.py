@@ -1,0 +1,79 @@
+"""Expected emergence at study scale: virtual seed sets drawn from synthetic scores heads.
+
+    python benchmarks/expected_emergence.py [--items 12148] [--sets 1000] [--seeds 5] [--threads 2] [--rng gumbel]
+
+One checkpoint's scores table is simulated (``--items`` items; heads of 1 to 64 tokens, as the
+scores rule stores them: the most probable tokens covering 1 - 1e-6 of the mass, at most 64;
+letters A/B/C plus non-letter tokens), and ``compbias.virtual_seeds.virtual_outcomes`` draws
+``--sets`` x ``--seeds`` first tokens per item, as the ``virtual_seeds`` rule does for one
+(model, variant). Then ``compbias.emergence.expected_emergence`` combines a baseline and a
+variant. The paper's study runs the first step 15 times (3 models x 5 checkpoints), one job each.
+The last line is ``RESULT items=.. sets=.. seeds=.. draw_seconds=.. combine_seconds=.. peak_rss_mb=..``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import polars as pl
+from memory import vm_hwm_mb
+
+from compbias.emergence import expected_emergence
+from compbias.virtual_seeds import virtual_outcomes
+
+
+def synthetic_scores(n_items: int, seed: int, tilt: float = 0.0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(scores, items) of ``n_items`` items; ``tilt`` moves log-odds toward letter "B"."""
+    rng = np.random.default_rng(seed)
+    ids, probs, letters = [], [], []
+    for i in range(n_items):
+        width = int(rng.integers(1, 65))
+        logits = rng.normal(0, 3, width)
+        logits[: min(3, width)] += np.array([0.0, tilt, 0.0])[: min(3, width)]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        order = np.argsort(-p, kind="stable")
+        tok = np.arange(100, 100 + width)[order]
+        ids.append(tok.tolist())
+        probs.append(p[order].tolist())
+        letters.append([("A", "B", "C")[t - 100] if t < 103 else None for t in tok])
+    item_ids = [f"age-{i}" for i in range(n_items)]
+    scores = pl.DataFrame({"item_id": item_ids, "top_ids": ids, "top_probs": probs, "top_letters": letters,
+                           "perm": [[0, 1, 2]] * n_items, "n_vocab": [49152] * n_items},
+                          schema_overrides={"top_letters": pl.List(pl.String)})  # fmt: skip
+    items = pl.DataFrame({"item_id": item_ids, "category": ["age"] * n_items, "unknown_idx": [2] * n_items,
+                          "biased_idx": [0] * n_items, "anti_idx": [1] * n_items})  # fmt: skip
+    return scores, items
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=12_148)
+    ap.add_argument("--sets", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rng", default="gumbel")
+    a = ap.parse_args(argv)
+    base, items = synthetic_scores(a.items, 0)
+    var, _ = synthetic_scores(a.items, 0, tilt=0.5)
+    seeds = list(range(42, 42 + a.seeds))
+    t0 = time.perf_counter()
+    vb = virtual_outcomes({"fixed": base}, items, a.rng, a.sets, seeds, threads=a.threads)
+    draw = time.perf_counter() - t0
+    vv = virtual_outcomes({"fixed": var}, items, a.rng, a.sets, seeds, threads=a.threads)
+    virtual = pl.concat([vb.with_columns(model=pl.lit("m"), variant=pl.lit("bf16")),
+                         vv.with_columns(model=pl.lit("m"), variant=pl.lit("q4"))])  # fmt: skip
+    t1 = time.perf_counter()
+    ee = expected_emergence(virtual, items, "bf16")
+    combine = time.perf_counter() - t1
+    r = ee.filter(pl.col("category") == "all").row(0, named=True)
+    print(f"one checkpoint: {draw:.1f} s for {a.sets * a.seeds * a.items:,} draws; combine {combine:.2f} s; "
+          f"expected {r['expected_mean']:.3f} [{r['expected_lo']:.3f}, {r['expected_hi']:.3f}]")  # fmt: skip
+    print(f"RESULT items={a.items} sets={a.sets} seeds={a.seeds} draw_seconds={draw:.1f} "
+          f"combine_seconds={combine:.2f} peak_rss_mb={vm_hwm_mb():.0f}")
+
+
+if __name__ == "__main__":
+    main()
