@@ -19,7 +19,7 @@ def base():
 def test_defaults_are_filled():
     cfg = validate({k: v for k, v in base().items() if k not in ("decoding", "runtime")})
     assert cfg["decoding"] == {"temperature": 0.3, "max_tokens": 5, "parser": "strict",
-                               "option_order": "fixed"}
+                               "option_order": "fixed", "rng": "gumbel"}
     assert cfg["runtime"]["blas"] == "auto"
 
 
