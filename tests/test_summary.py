@@ -131,6 +131,8 @@ EXPECTED = [
     "1.2% of bf16 draws, 2.0% of q4-noise draws (0.0% of the items undetermined)",
     "- at wanda-50 (wanda, 51.2% sparse), 0.0% (0/20) of bf16-unbiased items became biased; perplexity fell 2.5% "
     "[1.0, 4.0]; stereotype reliance 25.0% -> n/a (no valid answers); invalid answers 10.0% -> 100.0%",
+    "  - expected n/a over 1000 virtual seed sets (rng gumbel): first tokens that need continuing, counted as "
+    "their own outcome: 1.2% of bf16 draws, 100.0% of wanda-50 draws (100.0% of the items undetermined)",
     "  - direction: n/a",
     "- at magnitude-50 (magnitude, 50.0% sparse), 15.0% (3/20) of bf16-unbiased items became biased; perplexity "
     "rose 0.0% [-0.5, 0.6]; stereotype reliance 25.0% -> 50.0%; invalid answers 10.0% -> 20.0%",

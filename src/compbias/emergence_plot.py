@@ -18,6 +18,9 @@ from compbias.plots import (ROLE_COLORS, _bits_label, _col, _empty, _err, _model
 
 TITLE = "Became biased: study seeds vs the expected range over virtual seed sets,\nand the direction of the moves"
 CONTROL_COLOR = "#e6b0aa"
+UNDETERMINED = 0.5
+"""The expected range is not drawn where more than this share of the baseline-unbiased items rests
+on a first token that needs continuing (:mod:`compbias.virtual_seeds`)."""
 
 
 def _order(present: list[str], variants: pl.DataFrame | None, controls: Mapping[str, str]) -> tuple[list[str], int]:
@@ -56,6 +59,12 @@ def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: 
     tops = [*y, 5.0]
     if e is not None and e.height:
         e = e.filter(pl.col("variant").is_in(list(pos)))
+        if "share_undetermined" in e.columns:  # most items rest on draws that need continuing
+            vague = e.filter(pl.col("share_undetermined") > UNDETERMINED)
+            for xx in vague["variant"].replace_strict(pos).to_numpy().astype(float):
+                ax.annotate("expected:\nundetermined", (xx + w / 4, 0), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=6.5, color="#555555", rotation=90)  # fmt: skip
+            e = e.filter(~(pl.col("share_undetermined") > UNDETERMINED))
         ex = e["variant"].replace_strict(pos).to_numpy().astype(float)
         m, lo, hi = (100 * _col(e, c) for c in ("expected_mean", "expected_lo", "expected_hi"))
         n_sets = int(e["n_sets"].max() or 0)

@@ -166,15 +166,22 @@ def headline_line(tables: Tables, model: str, variant: str, baseline: str, info:
     return "; ".join(parts)
 
 
+UNDETERMINED = 0.5
+"""Above this share of undetermined baseline-unbiased items the expected emergence prints as n/a."""
+
+
 def _expected_text(e: dict, baseline: str, variant: str) -> str:
+    cont = (f"first tokens that need continuing, counted as their own outcome: {_pct(e['share_continue_base'])} "
+            f"of {baseline} draws, {_pct(e['share_continue_variant'])} of {variant} draws "
+            f"({_pct(e['share_undetermined'])} of the items undetermined)")  # fmt: skip
+    if _finite(e["share_undetermined"]) and float(e["share_undetermined"]) > UNDETERMINED:
+        return f"expected n/a over {e['n_sets']} virtual seed sets (rng {e['rng']}): {cont}"
     text = (f"expected {_pct(e['expected_mean'])} {_interval(e['expected_lo'], e['expected_hi'])} over "
             f"{e['n_sets']} virtual seed sets of {e['n_seeds']} (rng {e['rng']}); the study's seeds by the same "
             f"first-token rule: {_pct(e['study_first_token'])}")  # fmt: skip
     if _finite(e["study_quantile"]):
         text += f" (percentile {_f(100 * float(e['study_quantile']), 0)})"
-    return text + (f"; first tokens that need continuing, counted as their own outcome: "
-                   f"{_pct(e['share_continue_base'])} of {baseline} draws, {_pct(e['share_continue_variant'])} "
-                   f"of {variant} draws ({_pct(e['share_undetermined'])} of the items undetermined)")  # fmt: skip
+    return f"{text}; {cont}"
 
 
 def _direction_text(d: pl.DataFrame | None, model: str, variant: str, baseline: str) -> str:
@@ -202,7 +209,9 @@ def detail_lines(tables: Tables, model: str, variant: str, baseline: str) -> lis
         c = _row(ee, model=model, variant=control, category=ALL)
         t = _row(_get(tables, "transitions"), model=model, variant=control, category=ALL)
         obs = f"{_pct(t['pct_became_biased'], 1)} ({t['n_became_biased']}/{t['n_unbiased_base']})" if t else "n/a"
-        exp = f", expected {_pct(c['expected_mean'])} {_interval(c['expected_lo'], c['expected_hi'])}" if c else ""
+        exp = ""
+        if c is not None and not (_finite(c["share_undetermined"]) and float(c["share_undetermined"]) > UNDETERMINED):
+            exp = f", expected {_pct(c['expected_mean'])} {_interval(c['expected_lo'], c['expected_hi'])}"
         mine = _pct(e["observed"]) if e is not None else "n/a"
         out.append(f"{variant} {mine} vs perturbation control {control} {obs} became biased{exp}")
     out.append(_direction_text(_get(tables, "direction_tests"), model, variant, baseline))
