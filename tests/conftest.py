@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -41,3 +45,35 @@ def study_items(data: Path, n_shards: int = 1) -> pl.DataFrame:
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Real `snakemake` on the study in ``workdir`` (its config.yaml), offline."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+         str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
+        text=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory, tiny_model, shared_bbq):
+    """The .test study run end to end once per session: (working directory, config). Its BBQ
+    files are a temporary copy of the four categories (so fault tests can edit them in place);
+    tests that change the tree work on a copy (tests/test_faults.py)."""
+    work = tmp_path_factory.mktemp("study")
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    cfg["models"]["tiny"] = {"path": str(tiny_model)}
+    data = tmp_path_factory.mktemp("bbq")
+    for cat in cfg["dataset"]["categories"]:
+        shutil.copyfile(shared_bbq / f"{bbq.CATEGORIES[cat]}.jsonl", data / f"{bbq.CATEGORIES[cat]}.jsonl")
+    cfg["dataset"]["path"] = str(data)
+    for spec in cfg["variants"].values():
+        cal = spec.get("prune", {}).get("calibration")
+        if cal:
+            cal["source"] = str(ROOT / cal["source"])
+    if "perplexity" in cfg and "path" in cfg["perplexity"]:
+        cfg["perplexity"]["path"] = str(ROOT / cfg["perplexity"]["path"])
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = snakemake(work, "--cores", "2", "all")
+    assert run.returncode == 0, run.stderr[-5000:]
+    return work, cfg

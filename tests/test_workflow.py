@@ -1,28 +1,16 @@
 """End to end: real `snakemake` on the .test study (tiny random llama, 20 real BBQ items)."""
 
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
 from compbias.answering import ANSWER_SCHEMA
 from compbias.bbq import ITEM_SCHEMA
 from compbias.merge import merge_answers
-from conftest import ROOT
+from conftest import snakemake
 
 pytestmark = pytest.mark.slow
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-         str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
-        text=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def planned(run: subprocess.CompletedProcess) -> dict[str, int]:
@@ -33,24 +21,6 @@ def planned(run: subprocess.CompletedProcess) -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
             out[parts[0]] = int(parts[1])
     return out
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny_model, shared_bbq):
-    work = tmp_path_factory.mktemp("study")
-    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
-    cfg["models"]["tiny"] = {"path": str(tiny_model)}
-    cfg["dataset"]["path"] = str(shared_bbq)
-    for spec in cfg["variants"].values():
-        cal = spec.get("prune", {}).get("calibration")
-        if cal:
-            cal["source"] = str(ROOT / cal["source"])
-    if "perplexity" in cfg and "path" in cfg["perplexity"]:
-        cfg["perplexity"]["path"] = str(ROOT / cfg["perplexity"]["path"])
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    run = snakemake(work, "--cores", "2", "all")
-    assert run.returncode == 0, run.stderr[-5000:]
-    return work, cfg
 
 
 def test_items_and_answers_tables(study):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -58,6 +59,7 @@ def stable_shard(item_id: str, n_shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % n_shards
 
 
+@functools.lru_cache(maxsize=65536)
 def _norm(tag: str) -> str:
     tag = re.sub(r"^[MF]-", "", tag.strip())  # race tags carry a gender prefix: "F-Black"
     key = re.sub(r"[^a-z]", "", tag.lower())
@@ -140,7 +142,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise BBQRecordError(f"{where}: invalid JSON ({exc.msg})") from exc
+                raise BBQRecordError(f"{where}: invalid JSON ({exc})") from exc
 
 
 def iter_hf(name: str, categories: list[str], split: str, columns: Mapping[str, str],

@@ -34,12 +34,78 @@ def _copy(v: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(v))
 
 
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error raises ConfigError naming the file, line and column."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        raise ConfigError(f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")) from exc
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        return _resolve(node, root)
+    return schema
+
+
+def coerce(schema: Mapping[str, Any], obj: Any, root: Mapping[str, Any] | None = None) -> Any:
+    """Return ``obj`` with strings turned into the number, boolean or null the schema asks for.
+
+    Snakemake's ``--config 'runtime={batch_tokens: 256}'`` reads values inside a mapping as
+    strings; a string is replaced by its YAML value only where the schema rejects the string and
+    accepts the value, so strings the schema wants (names, paths) are never touched.
+    """
+    import jsonschema
+
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if isinstance(obj, str):
+        try:
+            value = yaml.safe_load(obj)
+        except yaml.YAMLError:
+            return obj
+        if isinstance(value, (bool, int, float)) or value is None:
+            check = jsonschema.Draft7Validator({**schema, "definitions": root.get("definitions", {})})
+            if not check.is_valid(obj) and check.is_valid(value):
+                return value
+        return obj
+    if isinstance(obj, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, val in obj.items():
+            sub = props.get(key, extra if isinstance(extra, Mapping) else None)
+            if sub is None:
+                for option in schema.get("oneOf", []) + schema.get("anyOf", []):
+                    option = _resolve(option, root)
+                    if key in option.get("properties", {}):
+                        sub = option["properties"][key]
+                        break
+            if isinstance(sub, Mapping):
+                obj[key] = coerce(sub, val, root)
+        return obj
+    if isinstance(obj, list) and isinstance(schema.get("items"), Mapping):
+        return [coerce(schema["items"], v, root) for v in obj]
+    return obj
+
+
 def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
     """Validate ``config`` in place against the JSON schema, fill defaults and check the
-    cross-key rules; raise ConfigError naming every bad key."""
+    cross-key rules; raise ConfigError naming every bad key.
+
+    Strings where the schema wants a number, boolean or null are coerced first (``coerce``)."""
     import jsonschema
 
     schema = yaml.safe_load(Path(schema_path).read_text())
+    coerce(schema, config)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:

@@ -57,6 +57,15 @@ def write_parquet(df: pl.DataFrame, path: str | Path, csv: bool = False) -> None
     os.replace(tmp, path)
 
 
+def write_csv(df: pl.DataFrame, path: str | Path) -> None:
+    """Write ``df`` as CSV to ``path`` via a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    df.write_csv(tmp)
+    os.replace(tmp, path)
+
+
 def write_json(obj: Any, path: str | Path) -> None:
     """Write ``obj`` as indented JSON to ``path`` via a temporary name."""
     path = Path(path)

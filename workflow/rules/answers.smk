@@ -3,11 +3,11 @@ rule scores:
         items_table="results/items.parquet",
         checkpoint=lambda wc: checkpoint_dir(wc.model, wc.variant),
     output:
-        "results/scores/{model}/{variant}/{group}/shard={shard}.parquet",
+        # update: kept until its replacement is written (restored if the job fails)
+        update("results/scores/{model}/{variant}/{group}/shard={shard}.parquet"),
     params:
         decoding=config["decoding"],
         prompt=config["prompt"],
-        runtime=config["runtime"],
     log:
         "logs/scores/{model}/{variant}/{group}/shard={shard}.log",
     benchmark:
@@ -27,11 +27,10 @@ rule answers:
         scores=lambda wc: f"results/scores/{wc.model}/{wc.variant}/{score_group(wc.seed)}/shard={wc.shard}.parquet",
         checkpoint=lambda wc: checkpoint_dir(wc.model, wc.variant),
     output:
-        "results/answers/{model}/{variant}/seed={seed}/shard={shard}.parquet",
+        update("results/answers/{model}/{variant}/seed={seed}/shard={shard}.parquet"),
     params:
         decoding=config["decoding"],
         prompt=config["prompt"],
-        runtime=config["runtime"],
     log:
         "logs/answers/{model}/{variant}/seed={seed}/shard={shard}.log",
     benchmark:
@@ -52,7 +51,9 @@ rule merge:
         items_table="results/items.parquet",
         shards=answer_shards(),
     output:
-        "results/answers.parquet",
+        # the previous merged table stays until every shard has been checked and the new one
+        # written (restored if the merge fails)
+        update("results/answers.parquet"),
     params:
         models=MODELS,
         variants=VARIANTS,

@@ -19,14 +19,15 @@ rule checkpoint:
     input:
         source=checkpoint_source,
     output:
-        maybe_temp(directory("results/checkpoints/{model}/{variant}")),
+        # {ckey}: content key of the source and spec (checkpoint_dir in common.smk)
+        maybe_temp(directory("results/checkpoints/{model}/{variant}/{ckey}")),
     params:
         spec=lambda wc: build_spec(config["variants"], wc.variant),
         location=lambda wc, input: checkpoint_source_location(wc, input),
     log:
-        "logs/checkpoint/{model}/{variant}.log",
+        "logs/checkpoint/{model}/{variant}/{ckey}.log",
     benchmark:
-        "results/benchmarks/checkpoint/{model}/{variant}.tsv"
+        "results/benchmarks/checkpoint/{model}/{variant}/{ckey}.tsv"
     threads: config["runtime"]["threads"]
     resources:
         mem_mb=config["cluster"]["checkpoint_mem_mb"],
@@ -38,7 +39,7 @@ rule checkpoint:
 
 rule variants_table:
     input:
-        expand("results/checkpoints/{model}/{variant}", model=MODELS, variant=VARIANTS),
+        [checkpoint_dir(m, v) for m in MODELS for v in VARIANTS],
     output:
         "results/variants.parquet",
     params:

@@ -5,9 +5,24 @@ from pathlib import Path
 
 from compbias.analysis import TABLES
 from compbias.config import validate, model_source
+from compbias.keys import checkpoint_key
+from compbias.bbq import CATEGORIES as BBQ_FILES
 from compbias.checkpoints import build_spec, variant_kind
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+
+# Before the DAG is built (README "Resuming", "What triggers a rerun"): every input is checked,
+# so a bad one stops the run before any job (and before Snakemake deletes any output); locks of
+# killed runs are cleared; outputs marked incomplete by a killed run are verified and kept, or
+# deleted to be rebuilt. Job subprocesses (run: rules, cluster jobs) skip all of it.
+from compbias import preflight
+
+PREFLIGHT = preflight.before_dag(config, main=workflow.is_main_process)
+
+
+onstart:
+    # after Snakemake took its lock, before the first job: own the lock, check hub models
+    preflight.on_start(config)
 
 # Job processes inherit this: importing compbias loads the chosen optimized BLAS before MLX.
 os.environ["COMPBIAS_BLAS"] = config["runtime"]["blas"]
@@ -26,6 +41,7 @@ wildcard_constraints:
     seed=r"\d+",
     shard=r"\d+",
     group=r"fixed|seed=\d+",
+    ckey=r"[0-9a-f]{12}",
 
 
 def variant_seeds(variant):
@@ -39,7 +55,9 @@ def score_group(seed):
 
 
 def checkpoint_dir(model, variant):
-    return f"results/checkpoints/{model}/{variant}"
+    """results/checkpoints/{model}/{variant}/{key}: the key hashes the model source and the build
+    spec (compbias.keys), so a changed spec builds beside the old checkpoint."""
+    return f"results/checkpoints/{model}/{variant}/{checkpoint_key(config, model, variant)}"
 
 
 def answer_shards():
@@ -60,6 +78,14 @@ def virtual_seed_tables():
     return expand("results/virtual_seeds/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS)
 
 
+def bbq_files():
+    """The upstream BBQ files the items table reads (none for a Hugging Face copy)."""
+    ds = config["dataset"]
+    if ds["source"] != "jsonl":
+        return []
+    return [ancient(str(Path(ds["path"]) / f"{BBQ_FILES[c]}.jsonl")) for c in ds["categories"]]
+
+
 def checkpoint_source(wildcards):
     """Input of a checkpoint build: the base variant's checkpoint, a converted GGUF, or nothing
     (a hub repo or local directory is read by the build itself)."""
@@ -73,7 +99,8 @@ def checkpoint_source(wildcards):
     kind, location = model_source(config["models"][wildcards.model])
     if kind == "gguf":
         return [f"resources/sources/{wildcards.model}"]
-    return [location] if kind == "path" else []
+    # a local model directory is identified by its path (README "What triggers a rerun")
+    return [ancient(location)] if kind == "path" else []
 
 
 def checkpoint_source_location(wildcards, input):

@@ -21,7 +21,6 @@ rule perplexity:
     output:
         "results/perplexity/{model}/{variant}.parquet",
     params:
-        runtime=config["runtime"],
         batch_size=config["perplexity"]["batch_size"],
     log:
         "logs/perplexity/{model}/{variant}.log",

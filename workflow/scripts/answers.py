@@ -6,7 +6,7 @@ with log_to(snakemake.log[0]) as log:
     answers = answers_job(read_parquet(snakemake.input.items_table), read_parquet(snakemake.input.scores),
                           snakemake.input.checkpoint, int(snakemake.wildcards.shard),
                           int(snakemake.wildcards.seed), snakemake.params.decoding,
-                          snakemake.params.prompt, snakemake.params.runtime, snakemake.threads)
+                          snakemake.params.prompt, snakemake.config["runtime"], snakemake.threads)
     log.info("roles %s; methods %s", dict(answers["role"].value_counts().iter_rows()),
              dict(answers["method"].value_counts().iter_rows()))
     write_parquet(answers, snakemake.output[0])

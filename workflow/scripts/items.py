@@ -1,5 +1,5 @@
 from compbias.bbq import build_items, target_report
-from compbias.io import write_parquet
+from compbias.io import write_csv, write_parquet
 from compbias.logs import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]) as log:
     if disagree.height:
         log.warning("%d items whose source target label disagrees with the derived one",
                     disagree.height)
-    unresolved.with_columns(unresolved["stereotyped_groups"].list.join(";")).write_csv(
-        snakemake.output.unresolved)
-    disagree.write_csv(snakemake.output.disagreements)
+    write_csv(unresolved.with_columns(unresolved["stereotyped_groups"].list.join(";")),
+              snakemake.output.unresolved)
+    write_csv(disagree, snakemake.output.disagreements)
     write_parquet(items, snakemake.output.items_table)

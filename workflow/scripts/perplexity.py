@@ -5,7 +5,7 @@ from compbias.runtime import load_model, resolve_runtime, set_threads
 
 with log_to(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
-    cfg = snakemake.params.runtime
+    cfg = snakemake.config["runtime"]
     runtime = resolve_runtime(cfg["compute_dtype"], cfg["dequantize"])
     model, _, _ = load_model(snakemake.input.checkpoint, runtime)
     corpus = read_parquet(snakemake.input.corpus)

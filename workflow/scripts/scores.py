@@ -6,7 +6,7 @@ with log_to(snakemake.log[0]) as log:
     scores = scores_job(read_parquet(snakemake.input.items_table), snakemake.input.checkpoint,
                         int(snakemake.wildcards.shard), snakemake.wildcards.group,
                         snakemake.params.decoding, snakemake.params.prompt,
-                        snakemake.params.runtime, snakemake.threads)
+                        snakemake.config["runtime"], snakemake.threads)
     log.info("%d items scored; mean letter mass %.4f", scores.height,
              (scores["p_A"] + scores["p_B"] + scores["p_C"]).mean() if scores.height else float("nan"))
     write_parquet(scores, snakemake.output[0])

@@ -1,0 +1,12 @@
+# `snakemake verify`: check every shard, table and checkpoint under results/ (compbias.verify) and
+# print the command that rebuilds the corrupt or incomplete ones; fails when there are any.
+
+
+rule verify:
+    params:
+        snakefile=workflow.main_snakefile,
+        workdir=os.getcwd(),
+        configfiles=[str(p) for p in workflow.overwrite_configfiles],
+    localrule: True
+    script:
+        "../scripts/verify.py"
