@@ -119,9 +119,9 @@ EXPECTED = [
     "first-token rule: 30.0% (percentile 41); first tokens that need continuing, counted as their own outcome: "
     "1.2% of bf16 draws, 20.0% of q4 draws (5.1% of the items undetermined)",
     "  - q4 35.0% vs perturbation control q4-noise 20.0% (4/20) became biased, expected 18.5% [10.0, 30.0]",
-    "  - direction: of 20 bf16-unbiased items 7 moved to biased, 5 to anti (5 vs 3 only one way: exact paired "
-    "p = 0.508, q = 0.600); of 12 bf16-unknown items 4 moved to biased, 4 to anti (3 vs 3 only one way: exact "
-    "paired p = 1, q = 1.000)",
+    "  - direction: of 20 bf16-unbiased items 7 moved to biased, 5 to anti (one way only: 5 vs 3; exact paired "
+    "p = 0.508, q = 0.6); of 12 bf16-unknown items 4 moved to biased, 4 to anti (one way only: 3 vs 3; exact "
+    "paired p = 1, q = 1)",
     "  - floor for independent re-runs of bf16 (fresh seeds, not coupled; a different null): 12.3% analytic, "
     "15.0% placebo",
     "- at q4-noise (perturbation control for q4), 20.0% (4/20) of bf16-unbiased items became biased; perplexity "

@@ -190,9 +190,10 @@ def _direction_text(d: pl.DataFrame | None, model: str, variant: str, baseline: 
         r = _row(d, model=model, variant=variant, category=ALL, population=pop)
         if r is None:
             continue
+        q = f"q = {float(r['q_value']):.3g}" if _finite(r["q_value"]) else "q = n/a"
         parts.append(f"of {r['n_items']} {baseline}-{pop} items {r['n_to_biased']} moved to biased, "
-                     f"{r['n_to_anti']} to anti ({r['n_biased_only']} vs {r['n_anti_only']} only one way: "
-                     f"exact paired {_p(r['p_value'])}, q = {_f(r['q_value'], 3)})")  # fmt: skip
+                     f"{r['n_to_anti']} to anti (one way only: {r['n_biased_only']} vs {r['n_anti_only']}; "
+                     f"exact paired {_p(r['p_value'])}, {q})")  # fmt: skip
     return "direction: " + ("; ".join(parts) if parts else "n/a")
 
 
