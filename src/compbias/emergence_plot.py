@@ -46,7 +46,8 @@ def _annotate(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
 
 
 def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: pl.DataFrame | None,
-                     pos: dict[str, int], controls: Mapping[str, str]) -> None:  # fmt: skip
+                     pos: dict[str, int], controls: Mapping[str, str]) -> list[str]:  # fmt: skip
+    """Bars, expected ranges and floors; returns the variants whose expected range is not drawn."""
     x = t["variant"].replace_strict(pos).to_numpy().astype(float)
     y = _col(t, "pct_became_biased")
     is_ctl = np.array([v in controls for v in t["variant"]])
@@ -57,20 +58,20 @@ def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: 
                label="perturbation control (same-size random weight noise)")  # fmt: skip
     _annotate(ax, x - w / 4, y)
     tops = [*y, 5.0]
+    vague: list[str] = []
     if e is not None and e.height:
         e = e.filter(pl.col("variant").is_in(list(pos)))
-        if "share_undetermined" in e.columns:  # most items rest on draws that need continuing
-            vague = e.filter(pl.col("share_undetermined") > UNDETERMINED)
-            for xx in vague["variant"].replace_strict(pos).to_numpy().astype(float):
-                ax.annotate("expected:\nundetermined", (xx + w / 4, 0), xytext=(0, 3), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=6.5, color="#555555", rotation=90)  # fmt: skip
-            e = e.filter(~(pl.col("share_undetermined") > UNDETERMINED))
-        ex = e["variant"].replace_strict(pos).to_numpy().astype(float)
-        m, lo, hi = (100 * _col(e, c) for c in ("expected_mean", "expected_lo", "expected_hi"))
         n_sets = int(e["n_sets"].max() or 0)
-        ax.errorbar(ex + w / 4, m, yerr=_err(m, lo, hi), fmt="D", color="black", ms=5, capsize=4, zorder=4,
-                    label=f"expected over {n_sets} virtual seed sets: mean, 95% range")  # fmt: skip
-        tops += [*hi]
+        if "share_undetermined" in e.columns:  # most items rest on draws that need continuing
+            undetermined = pl.col("share_undetermined") > UNDETERMINED
+            vague = [v for v in pos if v in set(e.filter(undetermined)["variant"])]
+            e = e.filter(~undetermined)
+        if e.height:
+            ex = e["variant"].replace_strict(pos).to_numpy().astype(float)
+            m, lo, hi = (100 * _col(e, c) for c in ("expected_mean", "expected_lo", "expected_hi"))
+            ax.errorbar(ex + w / 4, m, yerr=_err(m, lo, hi), fmt="D", color="black", ms=5, capsize=4, zorder=4,
+                        label=f"expected over {n_sets} virtual seed sets: mean, 95% range")  # fmt: skip
+            tops += [*hi]
     if floors is not None and floors.height:
         for col, ls, color, name in (("floor_analytic", "--", "#555555", "analytic"),
                                      ("floor_placebo", ":", "#8e44ad", "placebo seeds")):  # fmt: skip
@@ -82,6 +83,7 @@ def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: 
     ax.set_ylabel("became biased\n(% of baseline-unbiased items)")
     ax.set_ylim(0, min(105.0, 1.15 * float(np.nanmax(np.asarray(tops, float))) + 4))
     ax.grid(axis="y", alpha=0.3)
+    return vague
 
 
 def _direction_panel(ax: Axes, d: pl.DataFrame | None, pos: dict[str, int], population: str, baseline: str) -> None:
@@ -139,11 +141,14 @@ def emergence_figure(
     for j, model in enumerate(models):
         sel = lambda df: df.filter(pl.col("model") == model) if df is not None else None  # noqa: E731
         t = tr.filter((pl.col("model") == model) & pl.col("variant").is_in(order))
-        _emergence_panel(axes[0, j], t, sel(ee), sel(nf), pos, controls)
+        vague = _emergence_panel(axes[0, j], t, sel(ee), sel(nf), pos, controls)
         n_unb = sorted(set(t["n_unbiased_base"].to_list()))
         items = f"{n_unb[0]} {baseline}-unbiased items" if len(n_unb) == 1 else f"{baseline}-unbiased items vary"
-        axes[0, j].set_title(f"model: {model} ({items}); the floors hold for independent re-runs only, "
-                             "not for the coupled draws", fontsize=9)  # fmt: skip
+        title = f"model: {model} ({items}); the floors hold for independent re-runs only, not for the coupled draws"
+        if vague:
+            which = "any variant" if len(vague) == len(order) else ", ".join(vague)
+            title += f"\nexpected range not drawn for {which}: most first tokens need continuing (undetermined)"
+        axes[0, j].set_title(title, fontsize=9)
         for row, pop in ((1, "unbiased"), (2, "unknown")):
             _direction_panel(axes[row, j], sel(dt), pos, pop, baseline)
         bottom = axes[2, j]
