@@ -131,7 +131,7 @@ def virtual_outcomes(
     n_items = len(ids)
     any_b = np.zeros((n_items, n_sets), dtype=bool)
     any_c = np.zeros((n_items, n_sets), dtype=bool)
-    n_cont = np.zeros((max(1, threads), n_items), dtype=np.int64)
+    n_cont = np.zeros((max(1, threads), n_items), dtype=np.int64)  # one row per worker thread
 
     def run(worker: int, sets: range) -> None:
         for j in sets:
@@ -142,7 +142,8 @@ def virtual_outcomes(
                 any_c[:, j] |= c
                 n_cont[worker] += c
 
-    workers = max(1, min(threads, n_sets))
+    # reference noise comes from MLX, which is not called from several threads at once
+    workers = 1 if rng == "reference" else max(1, min(threads, n_sets))
     chunks = np.array_split(np.arange(n_sets), workers)
     if workers == 1:
         run(0, range(n_sets))
