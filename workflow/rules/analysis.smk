@@ -9,6 +9,7 @@ rule virtual_seeds:
         rng=config["decoding"].get("rng", "gumbel"),
         n_sets=config["analysis"]["expected_sets"],
         seeds=SEEDS,
+        placebo_seeds=PLACEBO_SEEDS,
     log:
         "logs/virtual_seeds/{model}/{variant}.log",
     benchmark:
