@@ -59,6 +59,7 @@ def _records(n=4):
 def test_check_bbq_lists_every_bad_record_with_file_and_line(tmp_path):
     lines = _records()
     lines[1] = lines[1][:50]
+    lines[3] = lines[3].replace('"context": "c"', '"context": "c\tx"')  # a raw control character
     broken = json.loads(lines[2])
     del broken["answer_info"]
     lines[2] = json.dumps(broken)
@@ -66,8 +67,9 @@ def test_check_bbq_lists_every_bad_record_with_file_and_line(tmp_path):
     with pytest.raises(InputError) as err:
         check_bbq(_dataset(tmp_path))
     msg = str(err.value)
-    assert re.search(rf"{tmp_path}/Age.jsonl:2: invalid JSON \(.+: line 1 column \d+ \(char \d+\)\)", msg), msg
+    assert re.search(rf"{tmp_path}/Age.jsonl:2: invalid JSON \(Unterminated string starting at column \d+\)", msg), msg
     assert f"{tmp_path}/Age.jsonl:3: missing field(s) answer_info" in msg
+    assert re.search(rf"{tmp_path}/Age.jsonl:4: invalid JSON \(Invalid control character at column \d+\)", msg), msg
 
 
 def test_bbq_digest_follows_the_selected_records_only(tmp_path):

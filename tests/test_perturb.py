@@ -213,8 +213,11 @@ def test_workflow_plans_the_control(tmp_path, tiny_model):
             spec["prune"]["calibration"]["source"] = str(ROOT / spec["prune"]["calibration"]["source"])
     cfg["perplexity"]["path"] = str(ROOT / cfg["perplexity"]["path"])
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    from compbias.keys import checkpoint_key  # checkpoints live under a content key of their spec
+
+    bf16, noise = (f"results/checkpoints/tiny/{v}/{checkpoint_key(cfg, 'tiny', v)}" for v in ("bf16", "q4-noise"))
     run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
                           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-n", "-p",
-                          "results/checkpoints/tiny/q4-noise"], text=True, capture_output=True)  # fmt: skip
+                          noise], text=True, capture_output=True)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "input: results/checkpoints/tiny/bf16\n    output: results/checkpoints/tiny/q4-noise" in run.stdout
+    assert f"input: {bf16}\n    output: {noise}" in run.stdout

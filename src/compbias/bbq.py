@@ -132,6 +132,12 @@ def _study_category(name: str) -> str:
     return key
 
 
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """The whole message of a JSON error in one line of JSONL: ``Expecting ',' delimiter at
+    column 61`` (the decoder's own message ends in "at" for some errors, e.g. control characters)."""
+    return f"{exc.msg}{'' if exc.msg.endswith(' at') else ' at'} column {exc.colno}"
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (``file:line``, record) for each non-empty line; bad JSON names file and line."""
     with path.open(encoding="utf-8") as fh:
@@ -140,9 +146,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 continue
             where = f"{path}:{n}"
             try:
-                yield where, json.loads(line)
+                yield where, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
-                raise BBQRecordError(f"{where}: invalid JSON ({exc})") from exc
+                raise BBQRecordError(f"{where}: invalid JSON ({json_problem(exc)})") from exc
 
 
 def iter_hf(name: str, categories: list[str], split: str, columns: Mapping[str, str],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bbq import CATEGORIES, BBQRecordError, parse_record
+from .bbq import CATEGORIES, BBQRecordError, json_problem, parse_record
 from .checkpoints import variant_kind
 from .config import ConfigError, model_source
 
@@ -95,9 +95,12 @@ def check_bbq(dataset: Mapping[str, Any], n_shards: int = 1) -> DataCheck:
             n += 1
             where = f"{path}:{lineno}"
             try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                problems.append(f"{where}: invalid JSON ({exc})")
+                rec = json.loads(line.rstrip(b"\r\n"))
+            except json.JSONDecodeError as exc:
+                problems.append(f"{where}: invalid JSON ({json_problem(exc)})")
+                continue
+            except UnicodeDecodeError as exc:
+                problems.append(f"{where}: not UTF-8 ({exc})")
                 continue
             if not isinstance(rec, dict):
                 problems.append(f"{where}: expected a JSON object, got {type(rec).__name__}")

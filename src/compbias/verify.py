@@ -161,19 +161,20 @@ def verify_tree(root: str | Path = ".", results: str = "results") -> Report:
         add(items, problem)
         if problem is None:
             expected = Expected.from_items(pl.read_parquet(items))
-    shard_rows = 0
+    shard_rows, shards_ok = 0, True
     for kind in ("scores", "answers"):
         for path in sorted((base / kind).rglob("shard=*.parquet")) if (base / kind).is_dir() else []:
             problem = shard_problem(path, kind, expected, full=True)
             add(path, problem)
-            if kind == "answers" and problem is None:
-                shard_rows += _rows(path)
+            if kind == "answers":
+                shards_ok = shards_ok and problem is None
+                shard_rows += _rows(path) if problem is None else 0
     merged = base / "answers.parquet"
     if merged.exists():
         from .answering import ANSWER_SCHEMA
 
         problem, df = parquet_problem(merged, ANSWER_SCHEMA, full=True)
-        if problem is None and df is not None and shard_rows and df.height != shard_rows:
+        if problem is None and df is not None and shards_ok and shard_rows and df.height != shard_rows:
             problem = f"{df.height} answers, the shards hold {shard_rows}"
         add(merged, problem)
     ckpts = base / "checkpoints"
