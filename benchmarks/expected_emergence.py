@@ -8,7 +8,8 @@ letters A/B/C plus non-letter tokens), and ``compbias.virtual_seeds.virtual_outc
 ``--sets`` x ``--seeds`` first tokens per item, as the ``virtual_seeds`` rule does for one
 (model, variant). Then ``compbias.emergence.expected_emergence`` combines a baseline and a
 variant. The paper's study runs the first step 15 times (3 models x 5 checkpoints), one job each.
-The last line is ``RESULT items=.. sets=.. seeds=.. draw_seconds=.. combine_seconds=.. peak_rss_mb=..``.
+The last line is ``RESULT items=.. sets=.. seeds=.. draw_seconds=.. draw_cpu_seconds=.. combine_seconds=..
+peak_rss_mb=..`` (draw: one checkpoint's virtual_outcomes, wall and process CPU time).
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def main(argv=None) -> None:
     base, items = synthetic_scores(a.items, 0)
     var, _ = synthetic_scores(a.items, 0, tilt=0.5)
     seeds = list(range(42, 42 + a.seeds))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     vb = virtual_outcomes({"fixed": base}, items, a.rng, a.sets, seeds, threads=a.threads)
-    draw = time.perf_counter() - t0
+    draw, draw_cpu = time.perf_counter() - t0, time.process_time() - c0
     vv = virtual_outcomes({"fixed": var}, items, a.rng, a.sets, seeds, threads=a.threads)
     virtual = pl.concat([vb.with_columns(model=pl.lit("m"), variant=pl.lit("bf16")),
                          vv.with_columns(model=pl.lit("m"), variant=pl.lit("q4"))])  # fmt: skip
@@ -69,9 +70,10 @@ def main(argv=None) -> None:
     ee = expected_emergence(virtual, items, "bf16")
     combine = time.perf_counter() - t1
     r = ee.filter(pl.col("category") == "all").row(0, named=True)
-    print(f"one checkpoint: {draw:.1f} s for {a.sets * a.seeds * a.items:,} draws; combine {combine:.2f} s; "
+    print(f"one checkpoint: {draw:.1f} s wall ({draw_cpu:.1f} s CPU) for {a.sets * a.seeds * a.items:,} draws; "
+          f"combine {combine:.2f} s; "
           f"expected {r['expected_mean']:.3f} [{r['expected_lo']:.3f}, {r['expected_hi']:.3f}]")  # fmt: skip
-    print(f"RESULT items={a.items} sets={a.sets} seeds={a.seeds} draw_seconds={draw:.1f} "
+    print(f"RESULT items={a.items} sets={a.sets} seeds={a.seeds} draw_seconds={draw:.1f} draw_cpu_seconds={draw_cpu:.1f} "
           f"combine_seconds={combine:.2f} peak_rss_mb={vm_hwm_mb():.0f}")
 
 

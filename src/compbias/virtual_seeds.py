@@ -78,24 +78,37 @@ def head_outcomes(scores: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFra
 
 
 class _Group:
-    """One scores group's heads and outcome codes, drawing outcomes per seed."""
+    """One scores group's heads and outcome codes, drawing outcomes per seed.
+
+    Rows are split into buckets of similar head length (up to 2, 4, 8, ... tokens), each its own
+    :class:`~compbias.sampling.Heads`, so that short heads are not padded to the longest one; a
+    row's draw depends on its own head and key only, so the draws are the same.
+    """
 
     def __init__(self, scores: pl.DataFrame, items: pl.DataFrame, rng: str):
         from .sampling import Heads
 
         self.rows, self.codes = head_outcomes(scores, items)
-        self.heads = Heads(self.rows["item_id"].to_list(), self.rows["top_ids"].to_list(),
-                           self.rows["top_probs"].to_list())
+        lengths = self.rows["top_ids"].list.len().to_numpy()
+        bucket = np.ceil(np.log2(np.maximum(lengths, 2))).astype(int)
+        self.buckets = []
+        for b in np.unique(bucket):
+            idx = np.flatnonzero(bucket == b)
+            sub = self.rows[idx]
+            self.buckets.append((idx, Heads(sub["item_id"].to_list(), sub["top_ids"].to_list(),
+                                            sub["top_probs"].to_list())))  # fmt: skip
         self.rng = rng
         self.n_vocab = int(scores["n_vocab"].max()) if "n_vocab" in scores.columns else None
         self.dtype = str(scores["compute_dtype"][0]) if "compute_dtype" in scores.columns else "float32"
 
     def outcomes(self, seed: int) -> np.ndarray:
-        if self.rng == "reference":
-            pos = self.heads.draw(self.rng, seed, self.n_vocab, 0, dtype=self.dtype)
-        else:
-            pos = self.heads.draw(self.rng, seed, self.n_vocab)
-        pos = np.asarray(pos, dtype=np.int64)
+        """The outcome code (:data:`OUTCOMES`) of every row's first token for ``seed``."""
+        pos = np.empty(self.rows.height, dtype=np.int64)
+        for idx, heads in self.buckets:
+            if self.rng == "reference":
+                pos[idx] = heads.draw(self.rng, seed, self.n_vocab, 0, dtype=self.dtype)
+            else:
+                pos[idx] = heads.draw(self.rng, seed, self.n_vocab)
         out = np.full(len(pos), CONTINUE, dtype=np.int8)
         ok = pos >= 0
         out[ok] = self.codes[np.flatnonzero(ok), pos[ok]]
