@@ -1,8 +1,9 @@
 """Expected emergence at study scale: virtual seed sets drawn from synthetic scores heads.
 
     python benchmarks/expected_emergence.py [--items 12148] [--sets 1000] [--seeds 5] [--threads 2] [--rng gumbel]
+        [--max-head 64]
 
-One checkpoint's scores table is simulated (``--items`` items; heads of 1 to 64 tokens, as the
+One checkpoint's scores table is simulated (``--items`` items; heads of 1 to ``--max-head`` tokens, as the
 scores rule stores them: the most probable tokens covering 1 - 1e-6 of the mass, at most 64;
 letters A/B/C plus non-letter tokens), and ``compbias.virtual_seeds.virtual_outcomes`` draws
 ``--sets`` x ``--seeds`` first tokens per item, as the ``virtual_seeds`` rule does for one
@@ -25,14 +26,14 @@ from compbias.emergence import expected_emergence
 from compbias.virtual_seeds import virtual_outcomes
 
 
-def synthetic_scores(n_items: int, seed: int, tilt: float = 0.0) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(scores, items) of ``n_items`` items; ``tilt`` moves log-odds toward letter "B"."""
+def synthetic_scores(n_items: int, seed: int, tilt: float = 0.0, max_head: int = 64) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(scores, items) of ``n_items`` items; ``tilt`` moves log-odds toward letter "A" (biased)."""
     rng = np.random.default_rng(seed)
     ids, probs, letters = [], [], []
     for i in range(n_items):
-        width = int(rng.integers(1, 65))
+        width = int(rng.integers(1, max_head + 1))
         logits = rng.normal(0, 3, width)
-        logits[: min(3, width)] += np.array([0.0, tilt, 0.0])[: min(3, width)]
+        logits[0] += tilt  # token 100 is the letter "A", the biased option
         p = np.exp(logits - logits.max())
         p /= p.sum()
         order = np.argsort(-p, kind="stable")
@@ -56,9 +57,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rng", default="gumbel")
+    ap.add_argument("--max-head", type=int, default=64, help="heads of 1..N tokens (SmolLM2 demo: median 6 at q8, 14 at q4)")
     a = ap.parse_args(argv)
-    base, items = synthetic_scores(a.items, 0)
-    var, _ = synthetic_scores(a.items, 0, tilt=0.5)
+    base, items = synthetic_scores(a.items, 0, max_head=a.max_head)
+    var, _ = synthetic_scores(a.items, 0, tilt=0.5, max_head=a.max_head)
     seeds = list(range(42, 42 + a.seeds))
     t0, c0 = time.perf_counter(), time.process_time()
     vb = virtual_outcomes({"fixed": base}, items, a.rng, a.sets, seeds, threads=a.threads)
