@@ -99,7 +99,9 @@ class _Group:
                                             sub["top_probs"].to_list())))  # fmt: skip
         self.rng = rng
         self.n_vocab = int(scores["n_vocab"].max()) if "n_vocab" in scores.columns else None
-        self.dtype = str(scores["compute_dtype"][0]) if "compute_dtype" in scores.columns else "float32"
+        # the logits' dtype, for rng reference (scores do not record it yet: float32, the CPU runtime's)
+        dtype = str(scores["compute_dtype"][0]) if "compute_dtype" in scores.columns else "float32"
+        self.dtype = "bfloat16" if dtype == "native" else dtype
 
     def outcomes(self, seed: int) -> np.ndarray:
         """The outcome code (:data:`OUTCOMES`) of every row's first token for ``seed``."""
