@@ -139,7 +139,9 @@ def test_stale_locks_are_cleared_and_live_ones_kept(tmp_path):
     for name in ("0.input.lock", "0.output.lock"):
         (locks / name).write_text("results/x\n")
     resume.record_lock_owner(tmp_path, pid=os.getpid())
-    assert resume.clear_stale_locks(tmp_path) == ([], ["0.input.lock", "0.output.lock"])
+    removed, held = resume.clear_stale_locks(tmp_path)
+    assert removed == [] and [h.split()[0] for h in held] == ["0.input.lock", "0.output.lock"]
+    assert f"(pid {os.getpid()} on " in held[0]
     resume.record_lock_owner(tmp_path, pid=_dead_pid())  # ours is live: not re-owned
     assert resume.clear_stale_locks(tmp_path)[0] == []
     owners = json.loads((tmp_path / resume.OWNERS).read_text())
@@ -150,7 +152,7 @@ def test_stale_locks_are_cleared_and_live_ones_kept(tmp_path):
     removed, held = resume.clear_stale_locks(tmp_path)
     assert removed == [f"0.input.lock (pid {dead})", f"0.output.lock (pid {dead})"] and held == []
     (locks / "1.input.lock").write_text("results/y\n")  # no recorded owner: respected
-    assert resume.clear_stale_locks(tmp_path) == ([], ["1.input.lock"])
+    assert resume.clear_stale_locks(tmp_path) == ([], ["1.input.lock (no recorded owner)"])
 
 
 def test_incomplete_outputs_are_kept_when_verified_and_deleted_otherwise(tmp_path):

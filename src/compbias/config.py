@@ -57,6 +57,26 @@ def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str,
     return schema
 
 
+_TYPES = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "boolean": lambda v: isinstance(v, bool), "null": lambda v: v is None}
+
+
+def _takes_type(schema: Mapping[str, Any], value: Any, root: Mapping[str, Any]) -> bool:
+    """Whether ``schema`` allows values of ``value``'s type (its other constraints aside)."""
+    schema = _resolve(schema, root)
+    if "const" in schema:
+        return schema["const"] == value and type(schema["const"]) is type(value)
+    if "enum" in schema:
+        return any(e == value and type(e) is type(value) for e in schema["enum"])
+    branches = schema.get("oneOf", []) + schema.get("anyOf", [])
+    if branches:
+        return any(_takes_type(b, value, root) for b in branches)
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else types or []
+    return any(_TYPES.get(t, lambda v: False)(value) for t in types)
+
+
 def coerce(schema: Mapping[str, Any], obj: Any, root: Mapping[str, Any] | None = None) -> Any:
     """Return ``obj`` with strings turned into the number, boolean or null the schema asks for.
 
@@ -75,8 +95,8 @@ def coerce(schema: Mapping[str, Any], obj: Any, root: Mapping[str, Any] | None =
             return obj
         if isinstance(value, (bool, int, float)) or value is None:
             check = jsonschema.Draft7Validator({**schema, "definitions": root.get("definitions", {})})
-            if not check.is_valid(obj) and check.is_valid(value):
-                return value
+            if not check.is_valid(obj) and _takes_type(schema, value, root):
+                return value  # then validated, so that e.g. '8' below a minimum reads "8 is ..."
         return obj
     if isinstance(obj, dict):
         props = schema.get("properties", {})

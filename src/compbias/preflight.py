@@ -40,8 +40,11 @@ def settle(workdir: str | Path = ".") -> None:
     removed, held = resume.clear_stale_locks(state)
     for lock in removed:
         say(f"removed the stale lock {lock} of a killed run (its process is gone)")
-    if held:
-        return  # a live run (or one on another host): Snakemake reports the lock
+    if held:  # a live run (or one on another host, or an unknown owner): respected
+        say("this directory is locked by another snakemake run: " + ", ".join(held) + ". A real "
+            "run here is refused (LockException, or IncompleteFilesException naming the outputs the "
+            "other run is writing); do not --unlock or --rerun-incomplete while it runs")
+        return
     markers = resume.incomplete_markers(state)
     if not markers:
         return

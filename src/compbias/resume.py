@@ -84,8 +84,8 @@ def record_lock_owner(state: str | Path = ".snakemake", pid: int | None = None) 
 def clear_stale_locks(state: str | Path = ".snakemake") -> tuple[list[str], list[str]]:
     """Remove lock files whose recorded owner was a process on this host that no longer runs.
 
-    Returns (removed lock names with their dead pids, lock names still held: a live owner, another
-    host, or no recorded owner, which are respected).
+    Returns (removed lock names with their dead pids, lock names still held, with their owner: a
+    live process, one on another host, or none recorded; these are respected).
     """
     state = Path(state)
     owners = _read_owners(state)
@@ -96,8 +96,10 @@ def clear_stale_locks(state: str | Path = ".snakemake") -> tuple[list[str], list
         if owner and owner.get("host") == host and not _alive(int(owner["pid"]), owner.get("start")):
             lock.unlink(missing_ok=True)
             removed.append(f"{lock.name} (pid {owner['pid']})")
+        elif owner:
+            held.append(f"{lock.name} (pid {owner['pid']} on {owner.get('host')})")
         else:
-            held.append(lock.name)
+            held.append(f"{lock.name} (no recorded owner)")
     return removed, held
 
 
