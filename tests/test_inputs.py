@@ -171,3 +171,23 @@ def test_incomplete_outputs_are_kept_when_verified_and_deleted_otherwise(tmp_pat
     assert (work / good).exists() and not (work / bad).exists()
     assert not (work / "results/.b.parquet.tmp999999999").exists()
     assert resume.incomplete_markers(state) == {}
+
+
+def test_check_config_cli_names_the_yaml_line_and_validates(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  tiny: {path: x\nvariants: [\n")
+    run = subprocess.run([sys.executable, "-m", "compbias.cli", "check-config", str(bad)],
+                         text=True, capture_output=True)
+    assert run.returncode == 1 and f"{bad}:3:9: invalid YAML: expected ',' or '}}'" in run.stderr
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    cfg["models"]["tiny"] = {"path": str(tmp_path)}
+    cfg["dataset"]["path"] = str(tmp_path)
+    good, override = tmp_path / "good.yaml", tmp_path / "override.yaml"
+    good.write_text(yaml.safe_dump(cfg))
+    override.write_text("decoding: {temperature: -1}\n")
+    run = subprocess.run([sys.executable, "-m", "compbias.cli", "check-config", str(good)],
+                         text=True, capture_output=True)
+    assert run.returncode == 0 and "valid" in run.stdout, run.stderr
+    run = subprocess.run([sys.executable, "-m", "compbias.cli", "check-config", str(good), str(override)],
+                         text=True, capture_output=True)
+    assert run.returncode == 1 and "config key 'decoding.temperature': -1 is less than the minimum of 0" in run.stderr
