@@ -51,6 +51,27 @@ def checkpoint_stats(path: str | Path) -> dict[str, Any]:
             "stored_bits": q.get("bits"), "stored_group_size": q.get("group_size")}
 
 
+#: Files of a source checkpoint that a derived one (pruned, perturbed) does not copy: its
+#: weights and config are written anew, and manifests describe the source.
+DERIVED_SKIP = ("*.safetensors", "*.safetensors.index.json", "config.json", "compbias_*.json",
+                "prune_manifest.json")
+
+
+def save_derived(tmp: Path, model, config: Mapping[str, Any], src: Path) -> None:
+    """Write ``model`` (mlx_lm's ``save_model``) and ``config`` into the build directory ``tmp``,
+    with the source checkpoint's other files (tokenizer, generation config) copied beside them."""
+    import fnmatch
+    import shutil
+
+    from mlx_lm.utils import save_config, save_model
+
+    save_model(tmp, model, donate_model=True)
+    save_config(dict(config), config_path=tmp / "config.json")
+    for f in sorted(Path(src).iterdir()):
+        if f.is_file() and not any(fnmatch.fnmatch(f.name, pat) for pat in DERIVED_SKIP):
+            shutil.copy2(f, tmp / f.name)
+
+
 def link_checkpoint(source: str, out: Path) -> None:
     """Make ``out`` a directory of links to a prebuilt MLX checkpoint (a directory or hub repo)."""
     from mlx_lm.utils import _download

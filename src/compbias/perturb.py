@@ -12,9 +12,7 @@ over it is what is specific to quantization.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,10 +23,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from .checkpoints import save_derived
 from .io import atomic_dir
 
-#: Non-weight files of the baseline checkpoint that are not copied (weights and configs are written anew).
-_SKIP_COPY = ("*.safetensors", "*.safetensors.index.json", "config.json", "compbias_*.json", "prune_manifest.json")
 #: Rescaling passes that make the stored (rounded) perturbation's RMS equal the target.
 _CALIBRATION_STEPS = 3
 
@@ -193,7 +190,7 @@ def perturb_checkpoint(
     Returns the manifest fields: like, like_quantize (bits, group_size, mode), perturb_seed and
     the :func:`perturb_model` statistics.
     """
-    from mlx_lm.utils import load_model, save_config, save_model
+    from mlx_lm.utils import load_model
 
     t0 = time.perf_counter()
     if not isinstance(spec, PerturbSpec):
@@ -217,11 +214,7 @@ def perturb_checkpoint(
         **stats,
     }
     with atomic_dir(out) as tmp:
-        save_model(tmp, model, donate_model=True)
-        save_config(dict(config), config_path=tmp / "config.json")
-        for f in sorted(src.iterdir()):
-            if f.is_file() and not any(fnmatch.fnmatch(f.name, pat) for pat in _SKIP_COPY):
-                shutil.copy2(f, tmp / f.name)
+        save_derived(tmp, model, config, src)
     manifest["seconds"] = round(time.perf_counter() - t0, 3)
     say(f"wrote {out}: {stats['n_perturbed']} matrices, overall rms {manifest['rms_error_overall']:.3g} "
         f"in {manifest['seconds']} s")

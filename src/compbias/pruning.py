@@ -7,11 +7,9 @@ already-pruned blocks, running each block's own mlx_lm forward code.
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,6 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .checkpoints import save_derived
 from .io import atomic_dir
 
 METHODS = ("random", "magnitude", "wanda")
@@ -29,7 +28,6 @@ DEFAULT_DATASET = "allenai/c4"
 MANIFEST_NAME = "prune_manifest.json"
 SPARSITY_TOLERANCE = 0.001  # 0.1 percentage points
 _QUANTIZED = tuple(c for c in (getattr(nn, n, None) for n in ("QuantizedLinear", "QQLinear")) if c is not None)
-_SKIP_COPY = ("*.safetensors", "*.safetensors.index.json", "config.json", "compbias_*.json", MANIFEST_NAME)
 
 
 @dataclass(frozen=True)
@@ -449,7 +447,7 @@ def prune_checkpoint(
     as ``out_dir/prune_manifest.json``) holds method, target_sparsity, sparsity, layer_sparsity,
     zeroed, prunable, seconds and the settings used.
     """
-    from mlx_lm.utils import load_model, load_tokenizer, save_config, save_model
+    from mlx_lm.utils import load_model, load_tokenizer
 
     t0 = time.perf_counter()
     if not isinstance(spec, PruneSpec):
@@ -490,11 +488,7 @@ def prune_checkpoint(
         "calibration": asdict(cal) if tokens is not None else None,
     }
     with atomic_dir(out) as tmp:
-        save_model(tmp, model, donate_model=True)
-        save_config(dict(config), config_path=tmp / "config.json")
-        for f in sorted(src.iterdir()):
-            if f.is_file() and not any(fnmatch.fnmatch(f.name, pat) for pat in _SKIP_COPY):
-                shutil.copy2(f, tmp / f.name)
+        save_derived(tmp, model, config, src)
         manifest["seconds"] = round(time.perf_counter() - t0, 3)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     say(f"wrote {out}: sparsity {stats['sparsity']:.4f} in {manifest['seconds']} s")
