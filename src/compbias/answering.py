@@ -76,10 +76,14 @@ class Decoder:
     rng: str = "gumbel"
     _model: Any = field(default=None, init=False)
     _tok: Any = field(default=None, init=False)
+    _letter_of: dict[int, str] = field(default_factory=dict, init=False)
 
     def _ensure(self):
         if self._model is None:
+            from .sampling import letter_token_ids
+
             self._model, self._tok = self.load()
+            self._letter_of = {i: L for L, ids in letter_token_ids(self._tok).items() for i in ids}
         return self._model, self._tok
 
     def decode(self, rows: Sequence[dict], seed: int,
@@ -93,10 +97,8 @@ class Decoder:
         Prompts run in left-padded batches (mlx_lm's BatchKVCache) and every step samples each
         row with its own keys, so a text does not depend on its batch.
         """
-        from .sampling import letter_token_ids
-
         model, tok = self._ensure()
-        letter_of = {i: L for L, ids in letter_token_ids(tok).items() for i in ids}
+        letter_of = self._letter_of
         ids = [prompts.render(tok, prompts.messages(
             row, prompts.permutation(self.spec.option_order, seed, row["item_id"]),
             self.spec.system, self.spec.user)) for row in rows]

@@ -51,12 +51,19 @@ def sorted_distribution(logits: np.ndarray, temperature: float) -> tuple[np.ndar
     return order, p[order]
 
 
-def _head_draws(p: np.ndarray, us: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens drawn within the ``k`` most likely of each row, and which rows drew beyond them."""
-    cand = np.argpartition(-p, k, axis=1)[:, : k + 1]
+def _top_sorted(p: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, probabilities) of the ``n`` most likely tokens of each row of ``p``, sorted by
+    descending probability, ties by id."""
+    cand = np.argpartition(-p, n - 1, axis=1)[:, :n] if n < p.shape[1] else \
+        np.broadcast_to(np.arange(p.shape[1]), p.shape)
     pc = np.take_along_axis(p, cand, axis=1)
     order = np.lexsort((cand, -pc), axis=1)
-    cand, pc = np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
+    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
+
+
+def _head_draws(p: np.ndarray, us: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens drawn within the ``k`` most likely of each row, and which rows drew beyond them."""
+    cand, pc = _top_sorted(p, k + 1)
     pos = (np.cumsum(pc, axis=1) <= us[:, None]).sum(axis=1)
     return cand[np.arange(len(p)), np.minimum(pos, k)], pos >= k
 
@@ -186,12 +193,7 @@ def gumbel_rows(logits: np.ndarray, temperature: float, rows: np.ndarray,
     todo = np.arange(len(p))
     for head in (*heads, p.shape[1]):
         k = min(head, p.shape[1])
-        sub = p[todo]
-        cand = np.argsort(-sub, axis=1, kind="stable")[:, :k] if k == p.shape[1] else \
-            np.argpartition(-sub, k - 1, axis=1)[:, :k]
-        pc = np.take_along_axis(sub, cand, axis=1)
-        order = np.lexsort((cand, -pc), axis=1)
-        cand, pc = np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
+        cand, pc = _top_sorted(p[todo], k)
         cum = np.cumsum(pc, axis=1)
         covered = cum[:, -1] >= HEAD_MASS if k < p.shape[1] else np.ones(len(todo), bool)
         inside = np.concatenate([np.ones((len(todo), 1), bool), cum[:, :-1] < HEAD_MASS], axis=1)

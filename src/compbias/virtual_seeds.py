@@ -107,10 +107,7 @@ class _Group:
         """The outcome code (:data:`OUTCOMES`) of every row's first token for ``seed``."""
         pos = np.empty(self.rows.height, dtype=np.int64)
         for idx, heads in self.buckets:
-            if self.rng == "reference":
-                pos[idx] = heads.draw(self.rng, seed, self.n_vocab, 0, dtype=self.dtype)
-            else:
-                pos[idx] = heads.draw(self.rng, seed, self.n_vocab)
+            pos[idx] = heads.draw(self.rng, seed, self.n_vocab, 0, dtype=self.dtype)
         out = np.full(len(pos), CONTINUE, dtype=np.int8)
         ok = pos >= 0
         out[ok] = self.codes[np.flatnonzero(ok), pos[ok]]
