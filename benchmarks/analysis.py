@@ -4,13 +4,13 @@
 
 The answer table of the full study (3 models x 5 precisions x 5 seeds x 12,148 items =
 911,100 answers; ``--rows 9111000`` for ten times the items) is simulated with
-``compbias.synthetic.synthetic_answers``, written as the workflow writes it (one Parquet file per
+``compbias.testing.synthetic.synthetic_answers``, written as the workflow writes it (one Parquet file per
 model/variant/seed/shard), and run through the workflow's analysis functions:
 
-* ``merge``: ``compbias.merge.merge_answers`` over every shard file;
-* ``rates``: ``compbias.metrics.rates``;
-* ``transitions``: ``compbias.transitions.item_table`` + ``transitions``;
-* ``regression``: ``compbias.regression.dose_response`` (item-clustered logits, six specs).
+* ``merge``: ``compbias.inference.merge.merge_answers`` over every shard file;
+* ``rates``: ``compbias.stats.metrics.rates``;
+* ``transitions``: ``compbias.stats.transitions.item_table`` + ``transitions``;
+* ``regression``: ``compbias.stats.regression.dose_response`` (item-clustered logits, six specs).
 
 Each step's wall time and peak RSS (VmHWM, reset before the step) are printed; the last line is
 ``RESULT rows=.. seconds=.. peak_rss_mb=..`` (seconds: the analysis steps merge through
@@ -43,11 +43,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     from compbias.io import write_parquet
-    from compbias.merge import merge_answers
-    from compbias.metrics import rates
-    from compbias.regression import dose_response
-    from compbias.synthetic import synthetic_answers
-    from compbias.transitions import item_table, transitions
+    from compbias.inference.merge import merge_answers
+    from compbias.stats.metrics import rates
+    from compbias.stats.regression import dose_response
+    from compbias.testing.synthetic import synthetic_answers
+    from compbias.stats.transitions import item_table, transitions
 
     per_item = len(MODELS) * len(VARIANTS) * len(SEEDS)
     n_items = max(1, round(args.rows / per_item))

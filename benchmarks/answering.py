@@ -31,10 +31,10 @@ import mlx.core as mx
 import numpy as np
 import polars as pl
 
-from compbias import bbq
-from compbias.answering import Decoder, PromptSpec, answer_seed, score_items
-from compbias.runtime import batch_limits, load_model, resolve_runtime, set_threads
-from compbias.sampling import LETTERS, parse_letter
+from compbias.data import bbq
+from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
+from compbias.inference.runtime import batch_limits, load_model, resolve_runtime, set_threads
+from compbias.inference.sampling import LETTERS, parse_letter
 from memory import reset_hwm as reset_process_hwm, vm_hwm_mb
 
 STUDY_SEEDS = [42, 123, 456, 789, 1024]
@@ -330,8 +330,8 @@ def main(argv=None) -> None:
     prompts_all = spec.tokens(tokenizer, items, seeds[0])
     prompts_ref = prompts_all[:n_ref]
     n_tokens = sum(len(p) for p in prompts_all)
-    from compbias.sampling import letter_token_ids
-    from compbias.scoring import batches, common_prefix
+    from compbias.inference.sampling import letter_token_ids
+    from compbias.inference.scoring import batches, common_prefix
 
     n_prefix = common_prefix(prompts_all)
     suffix_lengths = [len(p) - n_prefix for p in prompts_all]

@@ -5,9 +5,9 @@
 
 One checkpoint's scores table is simulated (``--items`` items; heads of 1 to ``--max-head`` tokens, as the
 scores rule stores them: the most probable tokens covering 1 - 1e-6 of the mass, at most 64;
-letters A/B/C plus non-letter tokens), and ``compbias.virtual_seeds.virtual_outcomes`` draws
+letters A/B/C plus non-letter tokens), and ``compbias.stats.virtual_seeds.virtual_outcomes`` draws
 ``--sets`` x ``--seeds`` first tokens per item, as the ``virtual_seeds`` rule does for one
-(model, variant). Then ``compbias.emergence.expected_emergence`` combines a baseline and a
+(model, variant). Then ``compbias.stats.emergence.expected_emergence`` combines a baseline and a
 variant. The paper's study runs the first step 15 times (3 models x 5 checkpoints), one job each.
 The last line is ``RESULT items=.. sets=.. seeds=.. draw_seconds=.. draw_cpu_seconds=.. combine_seconds=..
 peak_rss_mb=..`` (draw: one checkpoint's virtual_outcomes, wall and process CPU time).
@@ -22,8 +22,8 @@ import numpy as np
 import polars as pl
 from memory import vm_hwm_mb
 
-from compbias.emergence import expected_emergence
-from compbias.virtual_seeds import virtual_outcomes
+from compbias.stats.emergence import expected_emergence
+from compbias.stats.virtual_seeds import virtual_outcomes
 
 
 def synthetic_scores(n_items: int, seed: int, tilt: float = 0.0, max_head: int = 64) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -19,8 +19,8 @@ import shutil
 import time
 from pathlib import Path
 
-from compbias.answering import PromptSpec
-from compbias.tiny import SHAPES, build_random_model
+from compbias.inference.answering import PromptSpec
+from compbias.testing.tiny import SHAPES, build_random_model
 
 
 def probe_prompts(tokenizer_dir: str, data: str | None, n: int) -> list[list[int]]:

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import yaml
 
-from compbias import bbq
+from compbias.data import bbq
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_BBQ = ROOT.parent / "shared" / "bbq" / "data"
@@ -20,7 +20,7 @@ SHARED_BBQ = ROOT.parent / "shared" / "bbq" / "data"
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from compbias.tiny import build_tiny_model
+    from compbias.testing.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
 

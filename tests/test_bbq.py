@@ -3,7 +3,7 @@ import json
 import polars as pl
 import pytest
 
-from compbias import bbq
+from compbias.data import bbq
 
 CATS = ["age", "gender_identity", "race_ethnicity", "religion", "ses"]
 

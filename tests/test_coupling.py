@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from compbias.noise import RNGS, check_rng, gumbel, item_keys, reference_algorithm, row_keys
-from compbias.sampling import Heads, gumbel_rows, next_tokens
-from compbias.scoring import distribution_rows
+from compbias.inference.noise import RNGS, check_rng, gumbel, item_keys, reference_algorithm, row_keys
+from compbias.inference.sampling import Heads, gumbel_rows, next_tokens
+from compbias.inference.scoring import distribution_rows
 
 LETTERS = {"A": [0], "B": [1], "C": [2]}
 
@@ -111,7 +111,7 @@ def test_reference_draws_reproduce_mlx_categorical():
     """The head-based reference draw equals MLX's own sampler on the (1, vocab) row."""
     import mlx.core as mx
 
-    from compbias.noise import reference_key
+    from compbias.inference.noise import reference_key
 
     assert reference_algorithm() in ("icdf", "gumbel")
     rng = np.random.default_rng(2)

@@ -4,10 +4,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from compbias.answering import role_of
-from compbias.emergence import EXPECTED_COLUMNS, expected_emergence
-from compbias.sampling import LETTERS, Heads
-from compbias.virtual_seeds import (VIRTUAL_SCHEMA, VIRTUAL_SEED_OFFSET, check_seeds, unpack_sets,
+from compbias.inference.answering import role_of
+from compbias.stats.emergence import EXPECTED_COLUMNS, expected_emergence
+from compbias.inference.sampling import LETTERS, Heads
+from compbias.stats.virtual_seeds import (VIRTUAL_SCHEMA, VIRTUAL_SEED_OFFSET, check_seeds, unpack_sets,
                                     virtual_outcomes, virtual_seed)
 
 N_ITEMS, N_SETS, SEEDS = 24, 40, [42, 123, 456]

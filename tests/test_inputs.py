@@ -16,11 +16,12 @@ import polars as pl
 import pytest
 import yaml
 
-from compbias import bbq, resume
+from compbias.data import bbq
+from compbias import resume
 from compbias.config import SCHEMA, ConfigError, coerce, load_yaml
-from compbias.inputs import InputError, check_bbq, model_problems
+from compbias.checks.inputs import InputError, check_bbq, model_problems
 from compbias.keys import checkpoint_key
-from compbias.verify import verify_output
+from compbias.checks.verify import verify_output
 from conftest import ROOT
 
 

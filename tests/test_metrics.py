@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from compbias.metrics import bh_qvalues, bias_scores, grouped_bootstrap, rates, wilson_interval
-from compbias.synthetic import complete_answers, synthetic_answers
+from compbias.stats.metrics import bh_qvalues, bias_scores, grouped_bootstrap, rates, wilson_interval
+from compbias.testing.synthetic import complete_answers, synthetic_answers
 
 NAN = float("nan")
 

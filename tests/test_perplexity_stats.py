@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from compbias.perplexity_stats import perplexity_summary
+from compbias.stats.perplexity_stats import perplexity_summary
 
 
 def _ppl() -> pl.DataFrame:

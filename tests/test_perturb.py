@@ -1,4 +1,4 @@
-"""Perturbation control variants (compbias.perturb): noise of a quantizer's per-matrix RMS error."""
+"""Perturbation control variants (compbias.compress.perturb): noise of a quantizer's per-matrix RMS error."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from compbias.checkpoints import MANIFEST, build_checkpoint, build_spec, variant_bits, variant_kind
+from compbias.compress.checkpoints import MANIFEST, build_checkpoint, build_spec, variant_bits, variant_kind
 from compbias.config import ConfigError, validate
-from compbias.perturb import PerturbSpec, noise_key, perturb_model, validate_spec
-from compbias.regression import dose_response, transition_model
-from compbias.synthetic import synthetic_answers
-from compbias.transitions import item_table
+from compbias.compress.perturb import PerturbSpec, noise_key, perturb_model, validate_spec
+from compbias.stats.regression import dose_response, transition_model
+from compbias.testing.synthetic import synthetic_answers
+from compbias.stats.transitions import item_table
 from conftest import ROOT, SHARED_BBQ
 
 VARIANTS = {
@@ -94,7 +94,7 @@ def test_manifest_and_variants_table_fields(built):
     assert m.get("group_size") is None and "base_variant" not in m
     assert 0 < m["rms_error_overall"] < max(m["rms_error"].values())
     assert json.loads((built["q8-noise"] / MANIFEST).read_text())["perturb_seed"] == 0  # the default
-    from compbias.merge import variants_table
+    from compbias.inference.merge import variants_table
 
     order = ["bf16", "q4", "q8", "q4-noise"]
     t = variants_table([built[v] for v in order], order, "bf16").filter(pl.col("variant") == "q4-noise")

@@ -7,12 +7,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from compbias import plots
-from compbias.analysis import analyse
-from compbias.emergence_plot import emergence_figure
-from compbias.metrics import rates as rates_table
-from compbias.perplexity_stats import perplexity_summary
-from compbias.synthetic import synthetic_answers
+from compbias.report import plots
+from compbias.stats.analysis import analyse
+from compbias.report.emergence_plot import emergence_figure
+from compbias.stats.metrics import rates as rates_table
+from compbias.stats.perplexity_stats import perplexity_summary
+from compbias.testing.synthetic import synthetic_answers
 
 VARIANTS = {"bf16": 16.0, "q8": 8.0, "q4": 4.0, "q3": 3.0, "magnitude-50": 16.0, "wanda-50": 16.0,
             "wanda-50-q4": 4.0}  # fmt: skip
@@ -157,6 +157,6 @@ def test_emergence_figure_with_a_perturbation_control(tmp_path):
     t["controls"] = controls
     paths = draw_all(t, tmp_path)["transitions"]
     assert_written(paths)
-    from compbias.emergence_plot import _order
+    from compbias.report.emergence_plot import _order
 
     assert _order(["q3", "q4-noise", "q8", "q4"], v, controls) == (["q8", "q4", "q4-noise", "q3"], 4)

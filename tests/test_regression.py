@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 import statsmodels.api as sm
 
-from compbias.metrics import rates
-from compbias.regression import (COEF_COLUMNS, NO_PRUNING, SINGLE_METHOD, TEST_COLUMNS, dose_response,
+from compbias.stats.metrics import rates
+from compbias.stats.regression import (COEF_COLUMNS, NO_PRUNING, SINGLE_METHOD, TEST_COLUMNS, dose_response,
                                  sparsity_response, transition_model)
-from compbias.synthetic import synthetic_answers
-from compbias.transitions import item_table, transitions
+from compbias.testing.synthetic import synthetic_answers
+from compbias.stats.transitions import item_table, transitions
 
 
 def coef(d: dict, spec: str, term: str, scope: str = "pooled") -> dict:

@@ -1,9 +1,9 @@
 import polars as pl
 import pytest
 
-from compbias.answering import Decoder, PromptSpec, answer_seed, score_items
-from compbias.checkpoints import MANIFEST, build_checkpoint
-from compbias.runtime import Runtime, active_blas, find_blas, load_model, resolve_runtime
+from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
+from compbias.compress.checkpoints import MANIFEST, build_checkpoint
+from compbias.inference.runtime import Runtime, active_blas, find_blas, load_model, resolve_runtime
 from conftest import study_items
 
 

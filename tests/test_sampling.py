@@ -2,10 +2,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from compbias import prompts
-from compbias.answering import Decoder, PromptSpec, answer_seed, role_of, score_items
-from compbias.runtime import load_model, resolve_runtime
-from compbias.sampling import invert, parse_letter, sample_rows, sorted_distribution, uniform
+from compbias.inference import prompts
+from compbias.inference.answering import Decoder, PromptSpec, answer_seed, role_of, score_items
+from compbias.inference.runtime import load_model, resolve_runtime
+from compbias.inference.sampling import invert, parse_letter, sample_rows, sorted_distribution, uniform
 from conftest import study_items
 
 

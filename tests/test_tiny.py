@@ -3,7 +3,7 @@
 import mlx.core as mx
 import pytest
 
-from compbias.tiny import PROBE, build_random_model
+from compbias.testing.tiny import PROBE, build_random_model
 
 
 @pytest.mark.parametrize("mass,temperature", [(0.5, 1.0), (0.9, 0.3)])

@@ -3,8 +3,8 @@ import math
 import polars as pl
 import pytest
 
-from compbias.synthetic import complete_answers, synthetic_answers
-from compbias.transitions import (
+from compbias.testing.synthetic import complete_answers, synthetic_answers
+from compbias.stats.transitions import (
     excess_emergence,
     item_table,
     noise_floor,
@@ -174,7 +174,7 @@ def test_paired_tests_large_family():
 
 
 def test_direction_tests_hand_values():
-    from compbias.direction import DIRECTION_COLUMNS, direction_tests
+    from compbias.stats.direction import DIRECTION_COLUMNS, direction_tests
 
     d = direction_tests(_answers(), "base")
     assert d.columns == DIRECTION_COLUMNS
@@ -198,7 +198,7 @@ def test_direction_tests_hand_values():
 
 
 def test_direction_tests_planted_direction():
-    from compbias.direction import direction_tests
+    from compbias.stats.direction import direction_tests
 
     a, _, _ = synthetic_answers(1500, models=("m1",), seeds=3, seed=5)
     d = direction_tests(a, "bf16").filter(pl.col("category") == "all", pl.col("variant") == "q3")

@@ -5,9 +5,9 @@ import subprocess
 import polars as pl
 import pytest
 
-from compbias.answering import ANSWER_SCHEMA
-from compbias.bbq import ITEM_SCHEMA
-from compbias.merge import merge_answers
+from compbias.inference.answering import ANSWER_SCHEMA
+from compbias.data.bbq import ITEM_SCHEMA
+from compbias.inference.merge import merge_answers
 from conftest import snakemake
 
 pytestmark = pytest.mark.slow

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .runtime import use_fast_blas as _use_fast_blas
+from compbias.inference.runtime import use_fast_blas as _use_fast_blas
 
 _use_fast_blas()

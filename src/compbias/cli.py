@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     chk.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
     if args.cmd == "check-config":
-        from .config import ConfigError, load_yaml, validate
+        from compbias.config import ConfigError, load_yaml, validate
 
         try:
             merged: dict = {}
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "verify":
         from pathlib import Path
 
-        from .verify import format_report, study_args, verify_tree
+        from compbias.checks.verify import format_report, study_args, verify_tree
 
         report = verify_tree(args.directory)
         snakefile = Path(__file__).resolve().parents[2] / "Snakefile"
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> None:
             [Path(c).resolve() for c in args.configfile])))
         raise SystemExit(1 if report.problems else 0)
     if args.cmd == "tiny-model":
-        from .tiny import build_tiny_model
+        from compbias.testing.tiny import build_tiny_model
 
         print(build_tiny_model(args.out, seed=args.seed))
     else:
-        from .gguf import convert_gguf, resolve_gguf
+        from compbias.compress.gguf import convert_gguf, resolve_gguf
 
         print(convert_gguf(resolve_gguf(args.spec), args.out, args.dtype))
 

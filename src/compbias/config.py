@@ -147,7 +147,7 @@ def _cross_checks(config: Mapping[str, Any]):
         if len(kinds) > 1:
             yield f"config key 'variants.{name}': choose one of {kinds}"
         if "prune" in spec:
-            from .pruning import validate_spec
+            from compbias.compress.pruning import validate_spec
 
             try:
                 validate_spec(name, spec["prune"])
@@ -176,7 +176,7 @@ def _cross_checks(config: Mapping[str, Any]):
 
 
 def _perturb_checks(name: str, spec: Mapping[str, Any], variants: Mapping[str, Any], baseline: str):
-    from .perturb import validate_spec
+    from compbias.compress.perturb import validate_spec
 
     key = f"config key 'variants.{name}.perturb"
     try:

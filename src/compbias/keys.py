@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .config import model_source
+from compbias.config import model_source
 
 KEY_LENGTH = 12
 

@@ -8,7 +8,7 @@ killed with SIGKILL leaves both: the next run stops with ``LockException`` (aski
 even complete files). The workflow records which process holds each lock
 (:func:`record_lock_owner`, called from ``onstart``), and before the DAG is built
 :func:`clear_stale_locks` removes locks whose owner on this host is gone, and
-:func:`settle_incomplete` keeps marked outputs that :func:`compbias.verify.verify_output` finds
+:func:`settle_incomplete` keeps marked outputs that :func:`compbias.checks.verify.verify_output` finds
 complete (clearing the marker) and deletes the others so that they are rebuilt.
 """
 

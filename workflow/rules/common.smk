@@ -3,11 +3,11 @@ import os
 import re
 from pathlib import Path
 
-from compbias.analysis import TABLES
+from compbias.stats.analysis import TABLES
 from compbias.config import validate, model_source
 from compbias.keys import checkpoint_key
-from compbias.bbq import CATEGORIES as BBQ_FILES
-from compbias.checkpoints import build_spec, variant_kind
+from compbias.data.bbq import CATEGORIES as BBQ_FILES
+from compbias.compress.checkpoints import build_spec, variant_kind
 
 validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -15,7 +15,7 @@ validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schem
 # so a bad one stops the run before any job (and before Snakemake deletes any output); locks of
 # killed runs are cleared; outputs marked incomplete by a killed run are verified and kept, or
 # deleted to be rebuilt. Job subprocesses (run: rules, cluster jobs) skip all of it.
-from compbias import preflight
+from compbias.checks import preflight
 
 PREFLIGHT = preflight.before_dag(config, main=workflow.is_main_process)
 

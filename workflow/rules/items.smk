@@ -1,7 +1,7 @@
 rule items:
     input:
         # ancient: a touched file does not rerun; an edit of a record the study uses changes
-        # params.data (a digest of those records, checked before the DAG: compbias.inputs)
+        # params.data (a digest of those records, checked before the DAG: compbias.checks.inputs)
         bbq=bbq_files(),
     output:
         items_table="results/items.parquet",

@@ -1,4 +1,4 @@
-# `snakemake verify`: check every shard, table and checkpoint under results/ (compbias.verify) and
+# `snakemake verify`: check every shard, table and checkpoint under results/ (compbias.checks.verify) and
 # print the command that rebuilds the corrupt or incomplete ones; fails when there are any.
 
 

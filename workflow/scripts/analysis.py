@@ -2,7 +2,7 @@ from pathlib import Path
 
 import polars as pl
 
-from compbias.analysis import analyse
+from compbias.stats.analysis import analyse
 from compbias.io import read_parquet, write_parquet
 from compbias.logs import log_to
 

@@ -1,4 +1,4 @@
-from compbias.checkpoints import build_checkpoint
+from compbias.compress.checkpoints import build_checkpoint
 from compbias.logs import log_to
 
 with log_to(snakemake.log[0]) as log:

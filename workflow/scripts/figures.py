@@ -1,10 +1,10 @@
-"""Thin adapter: the five study figures (compbias.plots), each as .png and .pdf."""
+"""Thin adapter: the five study figures (compbias.report.plots), each as .png and .pdf."""
 
 from pathlib import Path
 
-from compbias import plots
-from compbias.controls import perturbation_controls
-from compbias.emergence_plot import emergence_figure
+from compbias.report import plots
+from compbias.stats.controls import perturbation_controls
+from compbias.report.emergence_plot import emergence_figure
 from compbias.io import read_parquet
 from compbias.logs import log_to
 

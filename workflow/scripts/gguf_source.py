@@ -1,4 +1,4 @@
-from compbias.gguf import convert_gguf, resolve_gguf
+from compbias.compress.gguf import convert_gguf, resolve_gguf
 from compbias.logs import log_to
 
 with log_to(snakemake.log[0]) as log:

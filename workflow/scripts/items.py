@@ -1,4 +1,4 @@
-from compbias.bbq import build_items, target_report
+from compbias.data.bbq import build_items, target_report
 from compbias.io import write_csv, write_parquet
 from compbias.logs import log_to
 

@@ -1,6 +1,6 @@
 from compbias.io import read_parquet, write_parquet
 from compbias.logs import log_to
-from compbias.merge import merge_answers
+from compbias.inference.merge import merge_answers
 
 with log_to(snakemake.log[0]) as log:
     answers = merge_answers(snakemake.input.shards, read_parquet(snakemake.input.items_table),

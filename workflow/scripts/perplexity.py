@@ -1,7 +1,7 @@
 from compbias.io import read_parquet, write_parquet
 from compbias.logs import log_to
-from compbias.perplexity import sequence_losses
-from compbias.runtime import load_model, resolve_runtime, set_threads
+from compbias.inference.perplexity import sequence_losses
+from compbias.inference.runtime import load_model, resolve_runtime, set_threads
 
 with log_to(snakemake.log[0]) as log:
     set_threads(snakemake.threads)

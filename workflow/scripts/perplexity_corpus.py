@@ -2,7 +2,7 @@ import polars as pl
 
 from compbias.io import write_parquet
 from compbias.logs import log_to
-from compbias.perplexity import corpus_tokens
+from compbias.inference.perplexity import corpus_tokens
 
 with log_to(snakemake.log[0]) as log:
     from mlx_lm.utils import load_tokenizer

@@ -1,4 +1,4 @@
-from compbias.answering import scores_job
+from compbias.inference.answering import scores_job
 from compbias.io import read_parquet, write_parquet
 from compbias.logs import log_to
 

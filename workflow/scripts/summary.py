@@ -1,8 +1,8 @@
-"""Thin adapter: results/summary.md (compbias.summary)."""
+"""Thin adapter: results/summary.md (compbias.report.summary)."""
 
 from compbias.io import read_parquet, write_text
 from compbias.logs import log_to
-from compbias.summary import summary_markdown
+from compbias.report.summary import summary_markdown
 
 with log_to(snakemake.log[0]) as log:
     tables = {name: read_parquet(path) for name, path in snakemake.input.items()

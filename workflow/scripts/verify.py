@@ -1,4 +1,4 @@
-from compbias.verify import format_report, study_args, verify_tree
+from compbias.checks.verify import format_report, study_args, verify_tree
 
 report = verify_tree(".")
 print(format_report(report, study_args(snakemake.params.snakefile, snakemake.params.workdir,

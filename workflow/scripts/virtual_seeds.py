@@ -1,4 +1,4 @@
-"""Thin adapter: the virtual seed outcomes of one (model, variant) (compbias.virtual_seeds)."""
+"""Thin adapter: the virtual seed outcomes of one (model, variant) (compbias.stats.virtual_seeds)."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import polars as pl
 
 from compbias.io import read_parquet, write_parquet
 from compbias.logs import log_to
-from compbias.virtual_seeds import check_seeds, virtual_outcomes
+from compbias.stats.virtual_seeds import check_seeds, virtual_outcomes
 
 with log_to(snakemake.log[0]) as log:
     groups: dict[str, list] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from compbias.metrics import grouped_bootstrap
+from compbias.stats.metrics import grouped_bootstrap
 
 _MV = ["model", "variant"]
 

@@ -23,8 +23,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
-from .checkpoints import save_derived
-from .io import atomic_dir
+from compbias.compress.checkpoints import save_derived
+from compbias.io import atomic_dir
 
 #: Rescaling passes that make the stored (rounded) perturbation's RMS equal the target.
 _CALIBRATION_STEPS = 3
@@ -55,7 +55,7 @@ def validate_spec(
 
     ``spec`` holds ``like`` (another variant's name) and ``seed`` (integer, default 0). The
     quantization is read from ``variants[like]["quantize"]``, or from ``spec["quantize"]`` when
-    the spec was already resolved (:func:`compbias.checkpoints.build_spec`). Raises ValueError
+    the spec was already resolved (:func:`compbias.compress.checkpoints.build_spec`). Raises ValueError
     naming the variant when ``like`` is missing, names itself or no variant, names a variant
     without ``quantize`` or one built on a variant other than ``baseline`` (its error would not
     be the quantizer's error on the baseline weights), or when ``seed`` is not an integer.
@@ -184,7 +184,7 @@ def perturb_checkpoint(
     """Write the perturbation control of the MLX checkpoint ``src_dir`` (the baseline) to ``out_dir``.
 
     ``spec`` is a :class:`PerturbSpec` or a resolved ``perturb`` mapping
-    (:func:`compbias.checkpoints.build_spec`). The checkpoint keeps the baseline's dtype and
+    (:func:`compbias.compress.checkpoints.build_spec`). The checkpoint keeps the baseline's dtype and
     config (weights via ``mlx_lm.utils.save_model``, config via ``save_config``, tokenizer and
     other files copied) and appears only when complete (:func:`compbias.io.atomic_dir`).
     Returns the manifest fields: like, like_quantize (bits, group_size, mode), perturb_seed and

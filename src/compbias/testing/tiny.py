@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from .io import atomic_dir
+from compbias.io import atomic_dir
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"

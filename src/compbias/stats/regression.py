@@ -19,8 +19,8 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
-from compbias.metrics import VALID_ROLES, main_rows, resolved_rows
-from compbias.transitions import paired_with_baseline
+from compbias.stats.metrics import VALID_ROLES, main_rows, resolved_rows
+from compbias.stats.transitions import paired_with_baseline
 
 Z95 = 1.959963984540054
 COEF_COLUMNS = ["spec", "model_scope", "term", "coef", "se", "odds_ratio", "or_lo", "or_hi", "p_value",
@@ -257,7 +257,7 @@ def transition_model(items_tbl: pl.DataFrame, variants: pl.DataFrame, baseline: 
     """Logit P(became biased) ~ bits + C(category) among items unbiased at baseline, clustered by item.
 
     Rows: every (model, variant != baseline, item) whose baseline seeds gave no biased answer
-    (:func:`compbias.transitions.item_table`); outcome = the variant gave >= 1 biased answer.
+    (:func:`compbias.stats.transitions.item_table`); outcome = the variant gave >= 1 biased answer.
     Perturbation controls are left out (:func:`precision_cells`).
     Returns the coefficient table of :func:`dose_response` (spec ``transition_cluster``, scope
     ``pooled``; n_obs counts item x variant rows).

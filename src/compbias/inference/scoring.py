@@ -14,7 +14,7 @@ import mlx.core as mx
 import numpy as np
 import polars as pl
 
-from .sampling import LETTERS
+from compbias.inference.sampling import LETTERS
 
 #: Model types whose ``Model.__call__`` is ``model.model`` followed by the LM head, so the head can
 #: be applied to last positions only. Others run the full model call (same result, more work).

@@ -1,6 +1,6 @@
 """The transitions figure: emergence with its expected range, the perturbation controls and the
-direction of the moves (tables of :mod:`compbias.transitions`, :mod:`compbias.emergence` and
-:mod:`compbias.direction`). Same conventions as :mod:`compbias.plots`."""
+direction of the moves (tables of :mod:`compbias.stats.transitions`, :mod:`compbias.stats.emergence` and
+:mod:`compbias.stats.direction`). Same conventions as :mod:`compbias.report.plots`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 
-from compbias.metrics import ALL
-from compbias.plots import (ROLE_COLORS, _bits_label, _col, _empty, _err, _models, _new_figure, _num,
+from compbias.stats.metrics import ALL
+from compbias.report.plots import (ROLE_COLORS, _bits_label, _col, _empty, _err, _models, _new_figure, _num,
                             placeholder, pruning_variants, save_figure, variant_order)
 
 TITLE = "Became biased: study seeds vs the expected range over virtual seed sets,\nand the direction of the moves"
 CONTROL_COLOR = "#e6b0aa"
 UNDETERMINED = 0.5
 """The expected range is not drawn where more than this share of the baseline-unbiased items rests
-on a first token that needs continuing (:mod:`compbias.virtual_seeds`)."""
+on a first token that needs continuing (:mod:`compbias.stats.virtual_seeds`)."""
 
 
 def _order(present: list[str], variants: pl.DataFrame | None, controls: Mapping[str, str]) -> tuple[list[str], int]:

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 from statsmodels.stats.contingency_tables import mcnemar
 
-from compbias.metrics import KEYS, bh_qvalues, grouped_bootstrap, main_rows, ratio, resolved_rows, with_all_category
+from compbias.stats.metrics import KEYS, bh_qvalues, grouped_bootstrap, main_rows, ratio, resolved_rows, with_all_category
 
 MAJORITY_ORDER = ("unknown", "anti", "biased", "invalid")
 """Tie-break priority of :func:`item_table`'s majority role (first wins)."""
@@ -179,7 +179,7 @@ def excess_emergence(
     as in :func:`transitions`); ``excess_analytic`` = observed - analytic floor and
     ``excess_placebo`` = observed - placebo floor (see :func:`noise_floor`), both paired per item.
     Each comes with a percentile 95% interval and two-sided bootstrap p over ``n_boot``
-    resamples of items (:func:`compbias.metrics.grouped_bootstrap`, seeded by ``seed``).
+    resamples of items (:func:`compbias.stats.metrics.grouped_bootstrap`, seeded by ``seed``).
 
     Columns: model, variant, category, n_unbiased_base, observed(_lo,_hi,_p),
     floor_analytic, floor_placebo, excess_analytic(_lo,_hi,_p), excess_placebo(_lo,_hi,_p).

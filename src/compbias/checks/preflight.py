@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import resume
-from .inputs import DataCheck, InputError, check_inputs, model_problems
-from .verify import Expected, verify_output
+from compbias import resume
+from compbias.checks.inputs import DataCheck, InputError, check_inputs, model_problems
+from compbias.checks.verify import Expected, verify_output
 
 STATE = Path(".snakemake")
 
@@ -64,7 +64,7 @@ def settle(workdir: str | Path = ".") -> None:
 def unreadable_shards(workdir: str | Path = ".") -> list[tuple[str, str]]:
     """(path, problem) of answer and score shards whose Parquet footer or schema is broken: a
     cheap check (footers only) of files Snakemake considers up to date by their mtimes."""
-    from .verify import shard_problem
+    from compbias.checks.verify import shard_problem
 
     workdir = Path(workdir)
     bad = []

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from . import prompts
-from .sampling import LETTERS, Heads, next_tokens, parse_letter
-from .scoring import batches, logits_at
+from compbias.inference import prompts
+from compbias.inference.sampling import LETTERS, Heads, next_tokens, parse_letter
+from compbias.inference.scoring import batches, logits_at
 
 ANSWER_SCHEMA = {
     "item_id": pl.String, "category": pl.String, "condition": pl.String,
@@ -48,8 +48,8 @@ def score_items(model, tokenizer, items: pl.DataFrame, spec: PromptSpec, seed: i
 
     ``seed`` only matters for shuffled option order; with fixed order one table serves all seeds.
     """
-    from .sampling import letter_token_ids
-    from .scoring import score
+    from compbias.inference.sampling import letter_token_ids
+    from compbias.inference.scoring import score
 
     tokens = spec.tokens(tokenizer, items, seed)
     letter_ids = letter_token_ids(tokenizer)
@@ -80,7 +80,7 @@ class Decoder:
 
     def _ensure(self):
         if self._model is None:
-            from .sampling import letter_token_ids
+            from compbias.inference.sampling import letter_token_ids
 
             self._model, self._tok = self.load()
             self._letter_of = {i: L for L, ids in letter_token_ids(self._tok).items() for i in ids}
@@ -212,7 +212,7 @@ def answer_seed(items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: D
 
 
 def _setup(runtime_cfg: Mapping[str, Any], threads: int):
-    from .runtime import resolve_runtime, set_threads
+    from compbias.inference.runtime import resolve_runtime, set_threads
 
     set_threads(threads)
     return resolve_runtime(runtime_cfg.get("compute_dtype", "auto"),
@@ -220,7 +220,7 @@ def _setup(runtime_cfg: Mapping[str, Any], threads: int):
 
 
 def _limits(runtime, runtime_cfg: Mapping[str, Any]) -> tuple[int, int]:
-    from .runtime import batch_limits
+    from compbias.inference.runtime import batch_limits
 
     return batch_limits(runtime, runtime_cfg.get("batch_tokens", "auto"),
                         runtime_cfg.get("max_batch", "auto"))
@@ -236,7 +236,7 @@ def scores_job(items: pl.DataFrame, checkpoint: str, shard: int, group: str,
                decoding: Mapping[str, Any], prompt_cfg: Mapping[str, Any],
                runtime_cfg: Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
     """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``."""
-    from .runtime import load_model
+    from compbias.inference.runtime import load_model
 
     runtime = _setup(runtime_cfg, threads)
     model, tokenizer, _ = load_model(checkpoint, runtime)
@@ -250,7 +250,7 @@ def answers_job(items: pl.DataFrame, scores: pl.DataFrame, checkpoint: str, shar
                 seed: int, decoding: Mapping[str, Any], prompt_cfg: Mapping[str, Any],
                 runtime_cfg: Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
     """The answer shard of one (checkpoint, seed, shard), sampled from its scores shard."""
-    from .runtime import load_model
+    from compbias.inference.runtime import load_model
 
     runtime = _setup(runtime_cfg, threads)
     decoder = Decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
-from .checkpoints import MANIFEST
-from .io import read_parquet
+from compbias.compress.checkpoints import MANIFEST
+from compbias.io import read_parquet
 
 
 def merge_answers(paths: Sequence[str | Path], items: pl.DataFrame, placebo_seeds: Sequence[int],

@@ -7,15 +7,15 @@ from typing import Any
 
 import polars as pl
 
-from .controls import perturbation_controls
-from .direction import direction_tests
-from .emergence import expected_emergence
-from .metrics import bias_scores
-from .perplexity_stats import perplexity_summary
-from .regression import dose_response, sparsity_response, transition_model
-from .transitions import (excess_emergence, item_table, noise_floor, paired_tests,
+from compbias.stats.controls import perturbation_controls
+from compbias.stats.direction import direction_tests
+from compbias.stats.emergence import expected_emergence
+from compbias.stats.metrics import bias_scores
+from compbias.stats.perplexity_stats import perplexity_summary
+from compbias.stats.regression import dose_response, sparsity_response, transition_model
+from compbias.stats.transitions import (excess_emergence, item_table, noise_floor, paired_tests,
                           probability_shifts, role_flows, transitions)
-from .virtual_seeds import VIRTUAL_SCHEMA
+from compbias.stats.virtual_seeds import VIRTUAL_SCHEMA
 
 #: Table name -> what it holds (README and report captions use these names).
 TABLES = (
@@ -34,9 +34,9 @@ def analyse(answers: pl.DataFrame, items: pl.DataFrame, variants: pl.DataFrame,
     """Every analysis table, keyed by the names in :data:`TABLES`.
 
     ``virtual``: the virtual seed outcomes of every model x variant
-    (:func:`compbias.virtual_seeds.virtual_outcomes` plus ``model``, ``variant``); without them
+    (:func:`compbias.stats.virtual_seeds.virtual_outcomes` plus ``model``, ``variant``); without them
     ``expected_emergence`` is empty. ``variants_cfg``: the config's ``variants`` (for the
-    perturbation controls, :mod:`compbias.controls`).
+    perturbation controls, :mod:`compbias.stats.controls`).
     """
     n_boot, seed = int(cfg.get("n_boot", 2000)), int(cfg.get("seed", 0))
     per_item = item_table(answers)

@@ -2,7 +2,7 @@
 
 A scores shard holds each item's exact next-token distribution (its head), so the first token of
 any seed can be drawn without a forward pass, with exactly the keyed draw an answers job makes
-(:class:`compbias.sampling.Heads`). Virtual seed set ``j`` (0-based) of a study with ``n`` seeds
+(:class:`compbias.inference.sampling.Heads`). Virtual seed set ``j`` (0-based) of a study with ``n`` seeds
 is the seeds ``VIRTUAL_SEED_OFFSET + j * n + i`` for ``i < n``; they are disjoint from the study
 and placebo seeds (which must stay below the offset). Every variant of a model uses the same
 virtual seeds, so virtual draws are coupled across variants exactly as the study's draws are.
@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import polars as pl
 
-from .sampling import LETTERS
+from compbias.inference.sampling import LETTERS
 
 VIRTUAL_SEED_OFFSET = 1_000_000_000
 """First virtual seed; study and placebo seeds must be smaller."""
@@ -81,12 +81,12 @@ class _Group:
     """One scores group's heads and outcome codes, drawing outcomes per seed.
 
     Rows are split into buckets of similar head length (up to 2, 4, 8, ... tokens), each its own
-    :class:`~compbias.sampling.Heads`, so that short heads are not padded to the longest one; a
+    :class:`~compbias.inference.sampling.Heads`, so that short heads are not padded to the longest one; a
     row's draw depends on its own head and key only, so the draws are the same.
     """
 
     def __init__(self, scores: pl.DataFrame, items: pl.DataFrame, rng: str):
-        from .sampling import Heads
+        from compbias.inference.sampling import Heads
 
         self.rows, self.codes = head_outcomes(scores, items)
         lengths = self.rows["top_ids"].list.len().to_numpy()

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_dir, write_json
+from compbias.io import atomic_dir, write_json
 
 MANIFEST = "compbias_manifest.json"
 PRUNE_FIELDS = ("method", "target_sparsity", "sparsity", "zeroed", "prunable")
@@ -102,15 +102,15 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
         link_checkpoint(spec["checkpoint"], out)
         manifest["source"] = spec["checkpoint"]
     elif kind == "gguf":
-        from .gguf import convert_gguf, resolve_gguf
+        from compbias.compress.gguf import convert_gguf, resolve_gguf
 
         manifest.update(convert_gguf(resolve_gguf(spec["gguf"]), out, spec.get("dtype", "bfloat16")))
     elif kind == "prune":
-        from .pruning import prune_checkpoint
+        from compbias.compress.pruning import prune_checkpoint
 
         manifest.update(prune_checkpoint(source, out, variant, spec["prune"]))
     elif kind == "perturb":  # spec from build_spec: carries the like quantization
-        from .perturb import perturb_checkpoint
+        from compbias.compress.perturb import perturb_checkpoint
 
         manifest.update(perturb_checkpoint(source, out, variant, spec["perturb"]))
     else:

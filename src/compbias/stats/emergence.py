@@ -2,7 +2,7 @@
 
 The study's number comes from one set of seeds, drawn with random numbers shared by every
 variant (common random numbers). Its spread over seed sets is known without any forward pass:
-:mod:`compbias.virtual_seeds` draws the first tokens of ``analysis.expected_sets`` virtual sets
+:mod:`compbias.stats.virtual_seeds` draws the first tokens of ``analysis.expected_sets`` virtual sets
 from the stored distributions of the baseline and each variant, coupled the same way, and this
 module recomputes the metric for each set.
 """
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from .metrics import ALL, KEYS
-from .virtual_seeds import unpack_sets
+from compbias.stats.metrics import ALL, KEYS
+from compbias.stats.virtual_seeds import unpack_sets
 
 EXPECTED_COLUMNS = {
     "model": pl.String, "variant": pl.String, "category": pl.String, "rng": pl.String,
@@ -77,11 +77,11 @@ def expected_emergence(
     """Mean and 95% range of the emergence metric over virtual seed sets, per model x variant
     (!= baseline) x category (and ``"all"``).
 
-    ``virtual``: the :func:`compbias.virtual_seeds.virtual_outcomes` tables of every model x
+    ``virtual``: the :func:`compbias.stats.virtual_seeds.virtual_outcomes` tables of every model x
     variant, with ``model`` and ``variant`` columns. For virtual set ``j`` an item is unbiased at
     the baseline when none of the set's baseline draws was a biased letter, and became biased
     when one of the same seeds' variant draws was. Items without a resolved target are left out,
-    as in :func:`compbias.transitions.transitions`.
+    as in :func:`compbias.stats.transitions.transitions`.
 
     Columns (:data:`EXPECTED_COLUMNS`), rates as fractions: rng, n_sets, n_seeds (per set);
     n_items; n_unbiased_base, n_became_biased, observed (the study's answers, from
@@ -93,7 +93,7 @@ def expected_emergence(
     (share of virtual draws that were not a bare letter); share_undetermined (mean share of the
     baseline-unbiased items whose status rests on such a draw: the virtual metric could be that
     much higher). ``controls`` (control variant -> the variant it controls for, see
-    :mod:`compbias.controls`): a control's rows name that variant in ``control_for``; the
+    :mod:`compbias.stats.controls`): a control's rows name that variant in ``control_for``; the
     controlled variant's rows carry the control's name, observed and expected numbers
     (``control``, ``control_observed``, ``control_expected_*``; the first control if several).
     """

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .checkpoints import MANIFEST
+from compbias.compress.checkpoints import MANIFEST
 
 SHARD = re.compile(r"shard=(\d+)\.parquet$")
 SCORE_COLUMNS = ("item_id", "p_A", "p_B", "p_C")
@@ -62,7 +62,7 @@ def parquet_problem(path: Path, columns: Mapping[str, pl.DataType] | Sequence[st
 
 def shard_problem(path: Path, kind: str, expected: Expected | None, full: bool = True) -> str | None:
     """Problem with an answers (``kind`` answers) or scores shard, or None."""
-    from .answering import ANSWER_SCHEMA
+    from compbias.inference.answering import ANSWER_SCHEMA
 
     columns = ANSWER_SCHEMA if kind == "answers" else SCORE_COLUMNS
     need_table = full or expected is not None
@@ -120,7 +120,7 @@ def verify_output(path: str | Path, expected: Expected | None = None, full: bool
     readable with its schema (answer and score shards: the items of their shard when
     ``expected`` is given), a checkpoint directory must match its manifest; other files are
     written by a rename, so existing means complete."""
-    from .bbq import ITEM_SCHEMA
+    from compbias.data.bbq import ITEM_SCHEMA
 
     path = Path(path)
     if path.is_dir():
@@ -171,7 +171,7 @@ def verify_tree(root: str | Path = ".", results: str = "results") -> Report:
                 shard_rows += _rows(path) if problem is None else 0
     merged = base / "answers.parquet"
     if merged.exists():
-        from .answering import ANSWER_SCHEMA
+        from compbias.inference.answering import ANSWER_SCHEMA
 
         problem, df = parquet_problem(merged, ANSWER_SCHEMA, full=True)
         if problem is None and df is not None and shards_ok and shard_rows and df.height != shard_rows:

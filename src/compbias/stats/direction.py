@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 from scipy.stats import binomtest
 
-from .metrics import KEYS, bh_qvalues, main_rows, ratio, resolved_rows, with_all_category
+from compbias.stats.metrics import KEYS, bh_qvalues, main_rows, ratio, resolved_rows, with_all_category
 
 POPULATIONS = ("unbiased", "unknown")
 """``unbiased``: no baseline seed answered biased (the headline's items); ``unknown``: no baseline

@@ -1,6 +1,6 @@
 """Figures of a study (matplotlib, Agg canvas): every function writes ``{out}.png`` and ``{out}.pdf``.
 
-Inputs are the tables of the README's "Outputs and their schemas" and of :mod:`compbias.analysis`. Variants are shown
+Inputs are the tables of the README's "Outputs and their schemas" and of :mod:`compbias.stats.analysis`. Variants are shown
 in config order (``variants.parquet`` column ``order``); pruning variants (with a ``method``) are
 kept apart from quantization variants. Every function tolerates NaN rates (a variant or category
 without valid answers), a single variant, missing tables and empty tables: it draws what exists
@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from compbias.io import temp_path
-from compbias.metrics import ALL
+from compbias.stats.metrics import ALL
 
 DPI = 150
 FORMATS = ("png", "pdf")

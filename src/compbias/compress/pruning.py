@@ -19,8 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .checkpoints import save_derived
-from .io import atomic_dir
+from compbias.compress.checkpoints import save_derived
+from compbias.io import atomic_dir
 
 METHODS = ("random", "magnitude", "wanda")
 GRANULARITIES = ("row", "layer")

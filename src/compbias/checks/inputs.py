@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bbq import CATEGORIES, BBQRecordError, json_problem, parse_record
-from .checkpoints import variant_kind
-from .config import ConfigError, model_source
+from compbias.data.bbq import CATEGORIES, BBQRecordError, json_problem, parse_record
+from compbias.compress.checkpoints import variant_kind
+from compbias.config import ConfigError, model_source
 
 #: A Hugging Face repo id: ``org/name``.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -170,7 +170,7 @@ def _hub_problem(key: str, repo_id: str, check_hub: bool) -> str | None:
 
 
 def _gguf_problem(key: str, spec: str) -> str | None:
-    from .gguf import resolve_gguf
+    from compbias.compress.gguf import resolve_gguf
 
     try:
         resolve_gguf(spec)

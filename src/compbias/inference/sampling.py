@@ -1,7 +1,7 @@
 """Keyed sampling (first tokens from stored heads, continued decoding from logits) and parsing.
 
 Every draw at (seed, item, step) is a function of those values and the token distribution only
-(the samplers of :mod:`compbias.noise`), so an answer never depends on shard count, batch size
+(the samplers of :mod:`compbias.inference.noise`), so an answer never depends on shard count, batch size
 or processing order.
 """
 
@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .noise import (HEAD_MASS, check_rng, gumbel, item_keys, reference_algorithm, reference_noise,
+from compbias.inference.noise import (HEAD_MASS, check_rng, gumbel, item_keys, reference_algorithm, reference_noise,
                     reference_uniform, row_keys, uniform)
 
 LETTERS = ("A", "B", "C")
@@ -179,7 +179,7 @@ def gumbel_rows(logits: np.ndarray, temperature: float, rows: np.ndarray,
     """Gumbel-max draws for a batch of logit rows: per row the arg-max of ``log p + G(row key,
     token)`` over the most probable tokens covering :data:`HEAD_MASS` of the mass (ties by id).
 
-    ``rows`` are :func:`compbias.noise.row_keys`. Rows are searched in growing heads, so only
+    ``rows`` are :func:`compbias.inference.noise.row_keys`. Rows are searched in growing heads, so only
     flat distributions touch more than the first ``heads[0]`` tokens.
     """
     logits = np.asarray(logits, dtype=np.float64)
@@ -214,7 +214,7 @@ def reference_rows(logits, temperature: float, seed: int, step: int) -> np.ndarr
     whichever algorithm the installed MLX uses for it."""
     import mlx.core as mx
 
-    from .noise import reference_key
+    from compbias.inference.noise import reference_key
 
     if temperature <= 0:
         return np.array(mx.argmax(logits, axis=-1)).astype(np.int64)
