@@ -82,8 +82,8 @@ def test_rates_columns_and_hand_values():
     r = rates(_rates_answers())
     assert r.columns == [
         "model", "variant", "category", "seed", "pooled", "n", "n_valid", "n_biased", "n_anti", "n_unknown",
-        "n_invalid", "n_unresolved", "sr_rate", "unknown_rate", "anti_rate", "invalid_rate",
-        "sr_lo", "sr_hi", "unknown_lo", "unknown_hi", "anti_lo", "anti_hi", "no_valid",
+        "n_invalid", "n_unresolved", "biased_rate", "unknown_rate", "anti_rate", "invalid_rate",
+        "biased_lo", "biased_hi", "unknown_lo", "unknown_hi", "anti_lo", "anti_hi", "no_valid",
     ]  # fmt: skip
     assert r.height == 3 * 3  # (age, ses, all) x (seed 0, seed 1, pooled); placebo seed 9 excluded
     counts = ["n", "n_valid", "n_biased", "n_anti", "n_unknown", "n_invalid", "n_unresolved"]
@@ -96,21 +96,21 @@ def test_rates_columns_and_hand_values():
     assert pick(category="all", seed=None) == [12, 8, 3, 1, 4, 2, 2]
 
     age0 = row(r, category="age", seed=0)
-    assert (age0["sr_rate"], age0["unknown_rate"], age0["anti_rate"], age0["invalid_rate"]) == pytest.approx(
+    assert (age0["biased_rate"], age0["unknown_rate"], age0["anti_rate"], age0["invalid_rate"]) == pytest.approx(
         (2 / 3, 1 / 3, 0.0, 1 / 4)
     )
-    assert age0["sr_lo"] is None and not age0["pooled"]  # Wilson bounds only on pooled rows
+    assert age0["biased_lo"] is None and not age0["pooled"]  # Wilson bounds only on pooled rows
     agep = row(r, category="age", seed=None)
-    assert agep["pooled"] and agep["sr_rate"] == pytest.approx(3 / 7)
+    assert agep["pooled"] and agep["biased_rate"] == pytest.approx(3 / 7)
     # Wilson 3/7: centre=(.428571+.2744)/1.5488=.453881, half=1.96*sqrt(.034985+.0196)/1.5488=.295664
-    assert (agep["sr_lo"], agep["sr_hi"]) == pytest.approx((0.158217, 0.749546), abs=1e-6)
+    assert (agep["biased_lo"], agep["biased_hi"]) == pytest.approx((0.158217, 0.749546), abs=1e-6)
     # Wilson 1/7 (anti): centre=(.142857+.2744)/1.5488=.269407, half=1.96*sqrt(.017493+.0196)/1.5488=.243728
     assert (agep["anti_lo"], agep["anti_hi"]) == pytest.approx((0.025679, 0.513135), abs=1e-6)
 
     ses1 = row(r, category="ses", seed=1)  # zero valid answers -> NaN rates, flagged, no crash
-    assert ses1["no_valid"] and math.isnan(ses1["sr_rate"]) and ses1["invalid_rate"] == 0.5
+    assert ses1["no_valid"] and math.isnan(ses1["biased_rate"]) and ses1["invalid_rate"] == 0.5
     allp = row(r, category="all", seed=None)
-    assert (allp["sr_rate"], allp["unknown_rate"], allp["anti_rate"], allp["invalid_rate"]) == pytest.approx(
+    assert (allp["biased_rate"], allp["unknown_rate"], allp["anti_rate"], allp["invalid_rate"]) == pytest.approx(
         (3 / 8, 4 / 8, 1 / 8, 2 / 12)
     )
 
@@ -119,7 +119,7 @@ def test_rates_all_invalid():
     a = complete_answers({"model": "m", "variant": "v", "seed": [0, 1], "item_id": "x", "category": "age",
                           "role": "invalid"})  # fmt: skip
     r = rates(a)
-    assert r["no_valid"].all() and r["sr_rate"].is_nan().all() and r.filter("pooled")["sr_lo"].is_nan().all()
+    assert r["no_valid"].all() and r["biased_rate"].is_nan().all() and r.filter("pooled")["biased_lo"].is_nan().all()
     assert (r["invalid_rate"] == 1.0).all()
 
 

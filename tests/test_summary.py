@@ -28,12 +28,12 @@ def tables() -> dict[str, pl.DataFrame]:
     pooled = {"bf16": (0.25, 0.1, 40), "q4": (0.3126, 0.05, 48), "wanda-50": (NAN, 1.0, 0), "magnitude-50": (0.5, 0.2, 10),
               "q4-noise": (0.26, 0.1, 40)}
     rates = _df(
-        [{"model": "m", "variant": k, "category": "all", "seed": None, "pooled": True, "sr_rate": sr,
+        [{"model": "m", "variant": k, "category": "all", "seed": None, "pooled": True, "biased_rate": sr,
           "invalid_rate": inv, "n_valid": n} for k, (sr, inv, n) in pooled.items()]
         # rows that must be ignored: a single seed and a single category
-        + [{"model": "m", "variant": "q4", "category": "all", "seed": 1, "pooled": False, "sr_rate": 0.9,
+        + [{"model": "m", "variant": "q4", "category": "all", "seed": 1, "pooled": False, "biased_rate": 0.9,
             "invalid_rate": 0.9, "n_valid": 5},
-           {"model": "m", "variant": "q4", "category": "age", "seed": None, "pooled": True, "sr_rate": 0.8,
+           {"model": "m", "variant": "q4", "category": "age", "seed": None, "pooled": True, "biased_rate": 0.8,
             "invalid_rate": 0.8, "n_valid": 5}]
     )  # fmt: skip
     transitions = _df(

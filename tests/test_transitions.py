@@ -153,11 +153,11 @@ def test_paired_tests_hand_values():
     assert [age[c] for c in ("n_both", "n_base_only", "n_var_only", "n_neither")] == [0, 0, 1, 3]
     # exact McNemar b=0, c=1: p = min(1, 2 * P(Bin(1,.5) <= 0)) = 1
     assert age["mcnemar_exact"] and age["mcnemar_stat"] == 0 and age["mcnemar_p"] == pytest.approx(1.0)
-    # sr_base = (0+0+1/3+0)/4 = 1/12; sr_variant = (1/3+0+1+1/3)/4 = 5/12; diff = 1/3
-    assert (age["sr_base"], age["sr_variant"], age["sr_diff"]) == pytest.approx((1 / 12, 5 / 12, 1 / 3))
-    assert age["sr_diff_lo"] <= age["sr_diff"] <= age["sr_diff_hi"]
+    # biased_base = (0+0+1/3+0)/4 = 1/12; biased_variant = (1/3+0+1+1/3)/4 = 5/12; diff = 1/3
+    assert (age["biased_base"], age["biased_variant"], age["biased_diff"]) == pytest.approx((1 / 12, 5 / 12, 1 / 3))
+    assert age["biased_diff_lo"] <= age["biased_diff"] <= age["biased_diff_hi"]
     ses = row(pt, category="ses")
-    assert (ses["sr_diff"], ses["sr_diff_lo"], ses["sr_diff_hi"], ses["boot_p"]) == (0.0, 0.0, 0.0, 1.0)
+    assert (ses["biased_diff"], ses["biased_diff_lo"], ses["biased_diff_hi"], ses["boot_p"]) == (0.0, 0.0, 0.0, 1.0)
     assert {"mcnemar_q", "boot_q"} <= set(pt.columns)
 
 
@@ -169,7 +169,7 @@ def test_paired_tests_large_family():
     assert (pt["mcnemar_exact"] == (discordant < 25)).all()
     assert ((pt["mcnemar_q"] >= pt["mcnemar_p"]) & (pt["boot_q"] >= pt["boot_p"])).all()
     # the planted effect (more bias at fewer bits) is detected everywhere
-    assert (pt["sr_diff_lo"] > 0).all() and (pt["boot_q"] < 0.05).all()
+    assert (pt["biased_diff_lo"] > 0).all() and (pt["boot_q"] < 0.05).all()
     assert not math.isnan(pt["mcnemar_stat"].sum())
 
 

@@ -52,9 +52,9 @@ def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: 
     y = _col(t, "pct_became_biased")
     is_ctl = np.array([v in controls for v in t["variant"]])
     w = 0.6
-    ax.bar(x[~is_ctl], y[~is_ctl], w, color=ROLE_COLORS["sr"], label="became biased (study seeds)")
+    ax.bar(x[~is_ctl], y[~is_ctl], w, color=ROLE_COLORS["biased"], label="became biased (study seeds)")
     if is_ctl.any():
-        ax.bar(x[is_ctl], y[is_ctl], w, color=CONTROL_COLOR, hatch="//", edgecolor=ROLE_COLORS["sr"],
+        ax.bar(x[is_ctl], y[is_ctl], w, color=CONTROL_COLOR, hatch="//", edgecolor=ROLE_COLORS["biased"],
                label="perturbation control (same-size random weight noise)")  # fmt: skip
     _annotate(ax, x - w / 4, y)
     tops = [*y, 5.0]
@@ -94,7 +94,7 @@ def _direction_panel(ax: Axes, d: pl.DataFrame | None, pos: dict[str, int], popu
     x = d["variant"].replace_strict(pos).to_numpy().astype(float)
     w = 0.36
     yb, ya = 100 * _col(d, "share_to_biased"), 100 * _col(d, "share_to_anti")
-    ax.bar(x - w / 2, yb, w, color=ROLE_COLORS["sr"], label="moved to biased")
+    ax.bar(x - w / 2, yb, w, color=ROLE_COLORS["biased"], label="moved to biased")
     ax.bar(x + w / 2, ya, w, color=ROLE_COLORS["anti"], label="moved to anti-stereotyped")
     top = float(np.nanmax(np.r_[yb, ya, 5.0]))
     for xx, b, a, q in zip(x, yb, ya, _col(d, "q_value")):

@@ -30,8 +30,8 @@ from compbias.stats.metrics import ALL
 DPI = 150
 FORMATS = ("png", "pdf")
 #: colours of the answer roles (stereotype-reliance, unknown, anti-stereotype)
-ROLE_COLORS = {"sr": "#c0392b", "unknown": "#7f8c8d", "anti": "#2471a3"}
-ROLE_LABELS = {"sr": "stereotype reliance (biased)", "unknown": "unknown", "anti": "anti-stereotype"}
+ROLE_COLORS = {"biased": "#c0392b", "unknown": "#7f8c8d", "anti": "#2471a3"}
+ROLE_LABELS = {"biased": "stereotype reliance (biased)", "unknown": "unknown", "anti": "anti-stereotype"}
 MODEL_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 QUANT_KINDS = ("dtype", "quantize", "gguf", "checkpoint", "prebuilt")
@@ -241,7 +241,7 @@ def dose_response(rates: pl.DataFrame, variants: pl.DataFrame, out: str | Path) 
     axes = fig.subplots(1, 3, sharey=True)
     offs = _offsets(len(models), 0.12)
     no_valid: set[str] = set()
-    for ax, role in zip(axes, ("sr", "unknown", "anti")):
+    for ax, role in zip(axes, ("biased", "unknown", "anti")):
         for k, model in enumerate(models):
             color = MODEL_COLORS[k % len(MODEL_COLORS)]
             pooled = all_rows.filter(pl.col("pooled") & (pl.col("model") == model))
@@ -278,9 +278,9 @@ def dose_response(rates: pl.DataFrame, variants: pl.DataFrame, out: str | Path) 
 
 def _sr_change(rates: pl.DataFrame, baseline: str) -> pl.DataFrame:
     """Per model x variant: pooled all-category SR of the variant and its baseline, in %."""
-    p = _pooled_all(rates).select("model", "variant", sr=100 * pl.col("sr_rate"))
-    base = p.filter(pl.col("variant") == baseline).select("model", sr_base="sr")
-    return p.join(base, on="model", how="left").with_columns(d_sr=pl.col("sr") - pl.col("sr_base"))
+    p = _pooled_all(rates).select("model", "variant", biased=100 * pl.col("biased_rate"))
+    base = p.filter(pl.col("variant") == baseline).select("model", biased_base="biased")
+    return p.join(base, on="model", how="left").with_columns(d_sr=pl.col("biased") - pl.col("biased_base"))
 
 
 PPL_LINEAR = 1.0
@@ -370,11 +370,11 @@ def category_heatmap(
     present = rates["variant"].unique().to_list()
     baseline = resolve_baseline(variants, baseline, present)
     pooled = rates.filter(pl.col("pooled"))
-    base = pooled.filter(pl.col("variant") == baseline).select("model", "category", sr_base="sr_rate")
+    base = pooled.filter(pl.col("variant") == baseline).select("model", "category", biased_base="biased_rate")
     d = (
         pooled.filter(pl.col("variant") != baseline)
         .join(base, on=["model", "category"], how="left")
-        .with_columns(d=100 * (pl.col("sr_rate") - pl.col("sr_base")))
+        .with_columns(d=100 * (pl.col("biased_rate") - pl.col("biased_base")))
     )
     if d.is_empty():
         return placeholder(out, title, "only the baseline variant: nothing to compare")
@@ -447,7 +447,7 @@ def pruning(
         .otherwise("method"),
         quantized=(pl.col("bits") < pl.col("base_bits")).fill_null(False),
     )
-    sr = _pooled_all(rates).select("model", "variant", "sr_rate", "sr_lo", "sr_hi")
+    sr = _pooled_all(rates).select("model", "variant", "biased_rate", "biased_lo", "biased_hi")
     ppl = perplexity.select("model", "variant", "pct_change", "pct_lo", "pct_hi") if not _empty(perplexity) else None
     models = _models(v.filter(pl.col("variant").is_in(pruned)))
     methods = sorted(v.filter(pl.col("method").is_not_null())["method"].unique().to_list())
@@ -464,15 +464,15 @@ def pruning(
         b = mv.filter(pl.col("variant") == baseline)
         b_row = b.row(0, named=True) if b.height else {}
         # (panel, value, lo, hi, scale) for SR and perplexity; the baseline is drawn once, as a star
-        panels = [(ax_sr, "sr_rate", "sr_lo", "sr_hi", 100.0)]
+        panels = [(ax_sr, "biased_rate", "biased_lo", "biased_hi", 100.0)]
         if ppl is not None:
             panels.append((ax_ppl, "pct_change", "pct_lo", "pct_hi", 1.0))
         b_ppl = 0.0 if ppl is not None and b_row else float("nan")
         for ax, col, lo_c, hi_c, scale in panels:
-            by = scale * _num(b_row.get(col)) if col == "sr_rate" else b_ppl
+            by = scale * _num(b_row.get(col)) if col == "biased_rate" else b_ppl
             if math.isfinite(by):
-                blo = scale * _num(b_row.get(lo_c)) if col == "sr_rate" else by
-                bhi = scale * _num(b_row.get(hi_c)) if col == "sr_rate" else by
+                blo = scale * _num(b_row.get(lo_c)) if col == "biased_rate" else by
+                bhi = scale * _num(b_row.get(hi_c)) if col == "biased_rate" else by
                 ax.errorbar([0.0], [by], yerr=_err(np.array([by]), np.array([blo]), np.array([bhi])), fmt="*",
                             color="black", ms=12, capsize=4, label=f"baseline {baseline} (sparsity 0)", zorder=4)  # fmt: skip
         no_valid: list[str] = []
@@ -486,10 +486,10 @@ def pruning(
             x = 100 * _col(g, "sparsity") + dodge[k]
             for ax, col, lo_c, hi_c, scale in panels:
                 y, lo, hi = scale * _col(g, col), scale * _col(g, lo_c), scale * _col(g, hi_c)
-                if col == "sr_rate":
+                if col == "biased_rate":
                     no_valid += [n for n, yy in zip(g["variant"], y) if not np.isfinite(yy)]
                 ok = np.isfinite(y) & np.isfinite(x)
-                by = scale * _num(b_row.get(col)) if col == "sr_rate" else b_ppl
+                by = scale * _num(b_row.get(col)) if col == "biased_rate" else b_ppl
                 if not quant and math.isfinite(by) and ok.any():  # unquantized series start at the baseline
                     ax.plot(np.r_[0.0, x[ok]], np.r_[by, y[ok]], color=color, lw=1.6, ls="-")
                 elif ok.sum() > 1:

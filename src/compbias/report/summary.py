@@ -158,10 +158,10 @@ def headline_line(tables: Tables, model: str, variant: str, baseline: str, info:
     pooled = rates.filter(pl.col("pooled")) if rates is not None else None
     b = _row(pooled, model=model, variant=baseline, category=ALL)
     r = _row(pooled, model=model, variant=variant, category=ALL)
-    sr_b, sr_v = _pct(b and b["sr_rate"]), _pct(r and r["sr_rate"])
+    biased_b, biased_v = _pct(b and b["biased_rate"]), _pct(r and r["biased_rate"])
     if r is not None and r.get("n_valid") == 0:
-        sr_v += " (no valid answers)"
-    parts.append(f"stereotype reliance {sr_b} -> {sr_v}")
+        biased_v += " (no valid answers)"
+    parts.append(f"stereotype reliance {biased_b} -> {biased_v}")
     parts.append(f"invalid answers {_pct(b and b['invalid_rate'])} -> {_pct(r and r['invalid_rate'])}")
     return "; ".join(parts)
 

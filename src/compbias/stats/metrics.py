@@ -152,8 +152,8 @@ def rates(answers: pl.DataFrame) -> pl.DataFrame:
     and ``n_valid = n_biased + n_anti + n_unknown`` (resolved items only).
 
     Columns: model, variant, category, seed (null on pooled rows), pooled, n, n_valid, n_biased,
-    n_anti, n_unknown, n_invalid, n_unresolved, sr_rate, unknown_rate, anti_rate (over n_valid),
-    invalid_rate (over n), sr_lo, sr_hi, unknown_lo, unknown_hi, anti_lo, anti_hi (Wilson 95%,
+    n_anti, n_unknown, n_invalid, n_unresolved, biased_rate, unknown_rate, anti_rate (over n_valid),
+    invalid_rate (over n), biased_lo, biased_hi, unknown_lo, unknown_hi, anti_lo, anti_hi (Wilson 95%,
     pooled rows only, null otherwise), no_valid (n_valid == 0; its rates are NaN).
     """
     role = (
@@ -174,19 +174,19 @@ def rates(answers: pl.DataFrame) -> pl.DataFrame:
         how="diagonal",
     )
     cols = []
-    for short, r in (("sr", "biased"), ("unknown", "unknown"), ("anti", "anti")):
+    for short, r in (("biased", "biased"), ("unknown", "unknown"), ("anti", "anti")):
         lo, hi = wilson_interval(pl.col(f"n_{r}"), pl.col("n_valid"))
         cols += [pl.when("pooled").then(lo).alias(f"{short}_lo"), pl.when("pooled").then(hi).alias(f"{short}_hi")]
     return (
         out.with_columns(
-            sr_rate=ratio("n_biased", "n_valid"),
+            biased_rate=ratio("n_biased", "n_valid"),
             unknown_rate=ratio("n_unknown", "n_valid"),
             anti_rate=ratio("n_anti", "n_valid"),
             invalid_rate=ratio("n_invalid", "n"),
         )
         .with_columns(*cols, no_valid=pl.col("n_valid") == 0)
         .select(*KEYS, "seed", "pooled", *_COUNTS, pl.col("^.*_rate$"),
-                pl.col("^(sr|unknown|anti)_(lo|hi)$"), "no_valid")
+                pl.col("^(biased|unknown|anti)_(lo|hi)$"), "no_valid")
         .sort([*KEYS, "pooled", "seed"])
     )
 

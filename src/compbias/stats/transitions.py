@@ -254,8 +254,8 @@ def paired_tests(items_tbl: pl.DataFrame, baseline: str, n_boot: int = 2000, see
       continuity correction) on the per-item "majority role is biased" indicator:
       n_both, n_base_only, n_var_only, n_neither, mcnemar_stat, mcnemar_p, mcnemar_exact.
     * Paired item bootstrap of the stereotype-reliance difference
-      sr_diff = mean(frac_biased variant) - mean(frac_biased baseline): sr_base, sr_variant,
-      sr_diff, sr_diff_lo, sr_diff_hi (percentile 95%), boot_p (two-sided bootstrap p).
+      biased_diff = mean(frac_biased variant) - mean(frac_biased baseline): biased_base, biased_variant,
+      biased_diff, biased_diff_lo, biased_diff_hi (percentile 95%), boot_p (two-sided bootstrap p).
     * Benjamini-Hochberg q-values over the whole returned family: mcnemar_q, boot_q.
     """
     p = paired_with_baseline(items_tbl, baseline, ["majority", "frac_biased"]).with_columns(
@@ -267,8 +267,8 @@ def paired_tests(items_tbl: pl.DataFrame, baseline: str, n_boot: int = 2000, see
         pl.len().cast(pl.Int64).alias("n_items"),
         *(e.sum().cast(pl.Int64).alias(n) for n, e in
           (("n_both", mb0 & mb), ("n_base_only", mb0 & ~mb), ("n_var_only", ~mb0 & mb), ("n_neither", ~mb0 & ~mb))),
-        sr_base=pl.mean("frac_biased_base"),
-        sr_variant=pl.mean("frac_biased"),
+        biased_base=pl.mean("frac_biased_base"),
+        biased_variant=pl.mean("frac_biased"),
     ).sort(KEYS)  # fmt: skip
     tests = []
     for both, b, c, neither in counts.select("n_both", "n_base_only", "n_var_only", "n_neither").iter_rows():
@@ -279,7 +279,7 @@ def paired_tests(items_tbl: pl.DataFrame, baseline: str, n_boot: int = 2000, see
         pl.DataFrame(tests, schema=["mcnemar_stat", "mcnemar_p", "mcnemar_exact"], orient="row")
     )
     boot = grouped_bootstrap(
-        p, KEYS, ["frac_biased", "frac_biased_base"], {"sr_diff": lambda m: m[..., 0] - m[..., 1]}, n_boot, seed
-    ).rename({"sr_diff_p": "boot_p"})
+        p, KEYS, ["frac_biased", "frac_biased_base"], {"biased_diff": lambda m: m[..., 0] - m[..., 1]}, n_boot, seed
+    ).rename({"biased_diff_p": "boot_p"})
     out = counts.join(boot, on=KEYS).sort(KEYS)
     return out.with_columns(mcnemar_q=bh_qvalues(out["mcnemar_p"]), boot_q=bh_qvalues(out["boot_p"]))
