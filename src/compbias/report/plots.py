@@ -26,6 +26,8 @@ from matplotlib.ticker import FuncFormatter
 
 from compbias.io import temp_path
 from compbias.stats.metrics import ALL
+from compbias.stats.variants import (pruning_variants, quantization_variants, resolve_baseline,
+                                     variant_order)
 
 DPI = 150
 FORMATS = ("png", "pdf")
@@ -34,7 +36,6 @@ ROLE_COLORS = {"biased": "#c0392b", "unknown": "#7f8c8d", "anti": "#2471a3"}
 ROLE_LABELS = {"biased": "stereotype reliance (biased)", "unknown": "unknown", "anti": "anti-stereotype"}
 MODEL_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-QUANT_KINDS = ("dtype", "quantize", "gguf", "checkpoint", "prebuilt")
 DODGE = 1.5
 """Largest horizontal shift (percentage points of sparsity) separating overlapping pruning series."""
 
@@ -88,51 +89,6 @@ def _num(x: object) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return f
-
-
-def _is_pruning(variants: pl.DataFrame | None) -> pl.Expr:
-    if variants is not None and "method" in variants.columns:
-        return pl.col("method").is_not_null()
-    return pl.lit(False)
-
-
-def variant_order(variants: pl.DataFrame | None, present: Sequence[str] = ()) -> list[str]:
-    """Variant names in config order (``order``), then any of ``present`` not in ``variants``."""
-    names: list[str] = []
-    if not _empty(variants) and "order" in variants.columns:
-        names = variants.group_by("variant").agg(pl.min("order")).sort("order", "variant")["variant"].to_list()
-    elif not _empty(variants):
-        names = sorted(variants["variant"].unique().to_list())
-    return names + sorted(set(present) - set(names))
-
-
-def quantization_variants(variants: pl.DataFrame) -> list[str]:
-    """Unpruned variants (kind dtype/quantize/gguf/checkpoint/prebuilt, no ``method``), config order."""
-    q = variants.filter(~_is_pruning(variants))
-    if "kind" in q.columns:
-        q = q.filter(pl.col("kind").is_in(QUANT_KINDS) | pl.col("is_baseline"))
-    return variant_order(q)
-
-
-def pruning_variants(variants: pl.DataFrame | None) -> list[str]:
-    """Variants with a pruning ``method`` (pruned, possibly then quantized), config order."""
-    if _empty(variants):
-        return []
-    return variant_order(variants.filter(_is_pruning(variants)))
-
-
-def resolve_baseline(variants: pl.DataFrame | None, baseline: str | None, present: Sequence[str]) -> str | None:
-    """The baseline: ``baseline`` if given, else ``variants.is_baseline``, else ``bf16``, else the
-    first of ``present`` in sorted order (None when nothing is present)."""
-    if baseline:
-        return baseline
-    if not _empty(variants) and "is_baseline" in variants.columns:
-        b = variants.filter(pl.col("is_baseline"))["variant"].unique().to_list()
-        if b:
-            return b[0]
-    if "bf16" in present:
-        return "bf16"
-    return sorted(present)[0] if present else None
 
 
 def _bits_label(variants: pl.DataFrame | None, variant: str) -> str:
