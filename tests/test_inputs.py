@@ -18,7 +18,7 @@ import yaml
 
 from compbias.data import bbq
 from compbias import resume
-from compbias.config import SCHEMA, ConfigError, coerce, load_yaml
+from compbias.config import ConfigError, coerce, load_schema, load_yaml
 from compbias.checks.inputs import InputError, check_bbq, model_problems
 from compbias.keys import checkpoint_key
 from compbias.checks.verify import verify_output
@@ -26,7 +26,7 @@ from conftest import ROOT
 
 
 def test_nested_config_strings_are_coerced_by_the_schema():
-    schema = yaml.safe_load(SCHEMA.read_text())
+    schema = load_schema()
     cfg = {"runtime": {"batch_tokens": "256", "max_batch": "auto", "dequantize": "true"},
            "dataset": {"limit_per_category": "null", "path": "123"}, "delete_checkpoints": "false",
            "models": {"m": "123"}, "seeds": ["1", "2"], "variants": {"q": {"quantize": {"bits": "4"}}}}

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = "config.schema.yaml"
+"""The study config's JSON schema, shipped as package data in ``compbias/schemas/``."""
+
+
+@cache
+def _schema_text(name: str) -> str:
+    return resources.files("compbias").joinpath("schemas", name).read_text(encoding="utf-8")
+
+
+def load_schema(path: str | Path | None = None) -> dict[str, Any]:
+    """The config schema: the packaged one, or the YAML file at ``path``."""
+    return yaml.safe_load(Path(path).read_text() if path is not None else _schema_text(SCHEMA))
 
 
 class ConfigError(ValueError):
@@ -117,14 +130,15 @@ def coerce(schema: Mapping[str, Any], obj: Any, root: Mapping[str, Any] | None =
     return obj
 
 
-def validate(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
+def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> dict[str, Any]:
     """Validate ``config`` in place against the JSON schema, fill defaults and check the
     cross-key rules; raise ConfigError naming every bad key.
 
-    Strings where the schema wants a number, boolean or null are coerced first (``coerce``)."""
+    Strings where the schema wants a number, boolean or null are coerced first (``coerce``);
+    ``schema_path`` defaults to the packaged schema."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     coerce(schema, config)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

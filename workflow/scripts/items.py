@@ -1,9 +1,11 @@
 from compbias.data.bbq import build_items, target_report
 from compbias.io import write_csv, write_parquet
 from compbias.logs import log_to
+from compbias.settings import study
 
 with log_to(snakemake.log[0]) as log:
-    items = build_items(snakemake.params.dataset, int(snakemake.params.shards))
+    cfg = study(snakemake.config)
+    items = build_items(cfg.dataset, cfg.shards)
     unresolved, disagree = target_report(items)
     log.info("%d items; per category: %s", items.height,
              dict(items.group_by("category").len().sort("category").iter_rows()))

@@ -18,6 +18,7 @@ from typing import Any
 from compbias.data.bbq import CATEGORIES, BBQRecordError, json_problem, parse_record
 from compbias.compress.checkpoints import variant_kind
 from compbias.config import ConfigError, model_source
+from compbias.settings import Dataset, Perplexity, coerce_section
 
 #: A Hugging Face repo id: ``org/name``.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -56,7 +57,7 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield n, line
 
 
-def check_bbq(dataset: Mapping[str, Any], n_shards: int = 1) -> DataCheck:
+def check_bbq(dataset: Dataset | Mapping[str, Any], n_shards: int = 1) -> DataCheck:
     """Parse and field-check every record of the configured categories' upstream JSONL files
     (``dataset.source: jsonl``), as the ``items`` job will; raise InputError listing each bad
     record as ``file:line: problem``.
@@ -67,16 +68,14 @@ def check_bbq(dataset: Mapping[str, Any], n_shards: int = 1) -> DataCheck:
     split and revision).
     """
     start = time.perf_counter()
+    ds = coerce_section(Dataset, "dataset", dataset)
     h = hashlib.sha256()
-    categories = list(dataset["categories"])
-    conditions = list(dataset.get("conditions", ["ambig"]))
-    limit = dataset.get("limit_per_category")
+    categories, conditions, limit = list(ds.categories), list(ds.conditions), ds.limit_per_category
     h.update(json.dumps([categories, conditions, limit, n_shards]).encode())
-    if dataset["source"] != "jsonl":
-        h.update(json.dumps([dataset.get(k) for k in ("name", "split", "revision", "columns")],
-                            default=str).encode())
+    if ds.source != "jsonl":
+        h.update(json.dumps([ds.name, ds.split, ds.revision, ds.columns], default=str).encode())
         return DataCheck(0, 0, h.hexdigest()[:16], time.perf_counter() - start)
-    directory = Path(dataset["path"])
+    directory = Path(ds.path)
     problems: list[str] = []
     counts: dict[str, int] = {}
     seen: dict[str, str] = {}
@@ -241,9 +240,9 @@ def model_problems(config: Mapping[str, Any], check_hub: bool = False) -> list[s
 def corpus_problems(config: Mapping[str, Any]) -> list[str]:
     """Problems with the perplexity corpus and pruning calibration sources of ``config``."""
     problems: list[str] = []
-    ppl = config.get("perplexity", {})
-    if ppl.get("enabled", True) and ppl.get("source") == "text":
-        path = ppl.get("path")
+    ppl = coerce_section(Perplexity, "perplexity", config["perplexity"])
+    if ppl.enabled and ppl.source == "text":
+        path = ppl.path
         if not path:
             problems.append("config key 'perplexity.path': required when perplexity.source is text")
         elif not _text_files(path):

@@ -12,6 +12,8 @@ from typing import Any
 
 import polars as pl
 
+from compbias.settings import Dataset, coerce_section
+
 #: Study category name -> upstream file stem / category value.
 CATEGORIES: dict[str, str] = {
     "age": "Age",
@@ -217,14 +219,12 @@ def target_report(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return unresolved, disagree
 
 
-def build_items(dataset: Mapping[str, Any], n_shards: int) -> pl.DataFrame:
+def build_items(dataset: Dataset | Mapping[str, Any], n_shards: int) -> pl.DataFrame:
     """Items table for the ``dataset`` config section (source jsonl or hf)."""
-    categories = list(dataset["categories"])
-    if dataset["source"] == "jsonl":
-        records = jsonl_records(dataset["path"], categories)
+    ds = coerce_section(Dataset, "dataset", dataset)
+    categories = list(ds.categories)
+    if ds.source == "jsonl":
+        records = jsonl_records(ds.path, categories)
     else:
-        records = iter_hf(dataset.get("name", "heegyu/bbq"), categories,
-                          dataset.get("split", "test"), dataset.get("columns", {}),
-                          dataset.get("revision"))
-    return load_items(records, categories, list(dataset.get("conditions", ["ambig"])), n_shards,
-                      dataset.get("limit_per_category"))
+        records = iter_hf(ds.name, categories, ds.split, ds.columns, ds.revision)
+    return load_items(records, categories, list(ds.conditions), n_shards, ds.limit_per_category)

@@ -12,6 +12,7 @@ import polars as pl
 from compbias.inference import prompts
 from compbias.inference.sampling import LETTERS, Heads, next_tokens, parse_letter
 from compbias.inference.scoring import batches, logits_at
+from compbias.settings import Decoding, Prompt, Runtime, coerce_section
 
 ANSWER_SCHEMA = {
     "item_id": pl.String, "category": pl.String, "condition": pl.String,
@@ -211,50 +212,57 @@ def answer_seed(items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: D
     return pl.DataFrame(rows, schema=ANSWER_SCHEMA)
 
 
-def _setup(runtime_cfg: Mapping[str, Any], threads: int):
+def _setup(runtime_cfg: Runtime, threads: int):
     from compbias.inference.runtime import resolve_runtime, set_threads
 
     set_threads(threads)
-    return resolve_runtime(runtime_cfg.get("compute_dtype", "auto"),
-                           runtime_cfg.get("dequantize", "auto"))
+    return resolve_runtime(runtime_cfg.compute_dtype, runtime_cfg.dequantize)
 
 
-def _limits(runtime, runtime_cfg: Mapping[str, Any]) -> tuple[int, int]:
+def _limits(runtime, runtime_cfg: Runtime) -> tuple[int, int]:
     from compbias.inference.runtime import batch_limits
 
-    return batch_limits(runtime, runtime_cfg.get("batch_tokens", "auto"),
-                        runtime_cfg.get("max_batch", "auto"))
+    return batch_limits(runtime, runtime_cfg.batch_tokens, runtime_cfg.max_batch)
 
 
-def _spec(prompt_cfg: Mapping[str, Any], decoding: Mapping[str, Any]) -> PromptSpec:
-    return PromptSpec(prompt_cfg.get("system", prompts.DEFAULT_SYSTEM),
-                      prompt_cfg.get("user", prompts.DEFAULT_USER),
-                      decoding.get("option_order", "fixed"))
+def _spec(prompt_cfg: Prompt, decoding: Decoding) -> PromptSpec:
+    # None: the reference study's messages; "" is a deliberate empty system message
+    system = prompts.DEFAULT_SYSTEM if prompt_cfg.system is None else prompt_cfg.system
+    user = prompts.DEFAULT_USER if prompt_cfg.user is None else prompt_cfg.user
+    return PromptSpec(system, user, decoding.option_order)
+
+
+def _sections(decoding, prompt_cfg, runtime_cfg) -> tuple[Decoding, Prompt, Runtime]:
+    return (coerce_section(Decoding, "decoding", decoding), coerce_section(Prompt, "prompt", prompt_cfg),
+            coerce_section(Runtime, "runtime", runtime_cfg))
 
 
 def scores_job(items: pl.DataFrame, checkpoint: str, shard: int, group: str,
-               decoding: Mapping[str, Any], prompt_cfg: Mapping[str, Any],
-               runtime_cfg: Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
-    """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``."""
+               decoding: Decoding | Mapping[str, Any], prompt_cfg: Prompt | Mapping[str, Any],
+               runtime_cfg: Runtime | Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
+    """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``.
+    Config sections are :mod:`compbias.settings` dataclasses (or their mappings)."""
     from compbias.inference.runtime import load_model
 
+    decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
     runtime = _setup(runtime_cfg, threads)
     model, tokenizer, _ = load_model(checkpoint, runtime)
     seed = int(group.split("=")[1]) if group.startswith("seed=") else 0
     shard_items = items.filter(pl.col("shard") == shard)
     return score_items(model, tokenizer, shard_items, _spec(prompt_cfg, decoding), seed,
-                       float(decoding["temperature"]), *_limits(runtime, runtime_cfg))
+                       float(decoding.temperature), *_limits(runtime, runtime_cfg))
 
 
 def answers_job(items: pl.DataFrame, scores: pl.DataFrame, checkpoint: str, shard: int,
-                seed: int, decoding: Mapping[str, Any], prompt_cfg: Mapping[str, Any],
-                runtime_cfg: Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
+                seed: int, decoding: Decoding | Mapping[str, Any], prompt_cfg: Prompt | Mapping[str, Any],
+                runtime_cfg: Runtime | Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
     """The answer shard of one (checkpoint, seed, shard), sampled from its scores shard."""
     from compbias.inference.runtime import load_model
 
+    decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
     runtime = _setup(runtime_cfg, threads)
     decoder = Decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding),
-                      float(decoding["temperature"]), int(decoding["max_tokens"]),
-                      *_limits(runtime, runtime_cfg), rng=decoding.get("rng", "gumbel"))
+                      float(decoding.temperature), int(decoding.max_tokens),
+                      *_limits(runtime, runtime_cfg), rng=decoding.rng)
     shard_items = items.filter(pl.col("shard") == shard)
-    return answer_seed(shard_items, scores, seed, decoder, decoding["parser"], runtime.as_dict())
+    return answer_seed(shard_items, scores, seed, decoder, decoding.parser, runtime.as_dict())
