@@ -1,6 +1,6 @@
 """Analysis at study scale: synthetic answers -> shards -> merge -> rates, transitions, regression.
 
-    python benchmarks/analysis.py [--rows 911100] [--keep DIR]
+    python -m benchmarks.analysis [--rows 911100] [--keep DIR]
 
 The answer table of the full study (3 models x 5 precisions x 5 seeds x 12,148 items =
 911,100 answers; ``--rows 9111000`` for ten times the items) is simulated with
@@ -24,10 +24,12 @@ import resource
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from memory import reset_hwm, vm_hwm_mb
+
+from benchmarks.memory import reset_hwm, vm_hwm_mb
 
 MODELS = ("m1", "m2", "m3")
 VARIANTS = {"bf16": 16.0, "q8": 8.0, "q6": 6.0, "q4": 4.0, "q3": 3.0}
@@ -35,13 +37,37 @@ SEEDS = (42, 123, 456, 789, 1024)
 N_SHARDS = 8  # synthetic items carry shard = index % 8, as the study config's ``shards: 8``
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@dataclass(frozen=True)
+class Settings:
+    rows: int = 911_100
+    keep: str | None = None
+
+
+@dataclass
+class Measurement:
+    """What :func:`run` measured: per step (name, wall seconds, peak RSS MB, note)."""
+
+    n_answers: int
+    steps: list[tuple[str, float, float, str]]
+    seconds: float  # merge through regression
+    coefficients: pl.DataFrame
+    peak_rss_mb: float
+
+
+def parse(argv=None) -> Settings:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.analysis", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=911_100,
                     help="answers (default 911100 = the study; 9111000 = 10x the items)")
     ap.add_argument("--keep", default=None, help="write the shards here and keep them")
     args = ap.parse_args(argv)
+    return Settings(rows=args.rows, keep=args.keep)
 
+
+def run(s: Settings) -> Measurement:
+    """Simulate, write shards, then merge -> rates -> transitions -> regression, each timed.
+
+    Prints one progress line per step as it finishes (the steps take seconds to minutes)."""
     from compbias.io import write_parquet
     from compbias.inference.merge import merge_answers
     from compbias.stats.metrics import rates
@@ -50,7 +76,7 @@ def main(argv=None) -> None:
     from compbias.stats.transitions import item_table, transitions
 
     per_item = len(MODELS) * len(VARIANTS) * len(SEEDS)
-    n_items = max(1, round(args.rows / per_item))
+    n_items = max(1, round(s.rows / per_item))
     steps: list[tuple[str, float, float, str]] = []
     out: dict = {}
 
@@ -63,7 +89,7 @@ def main(argv=None) -> None:
         print(f"  {name:<14}{dt:>9.2f} s{steps[-1][2]:>10.0f} MB  {steps[-1][3]}", flush=True)
         return r
 
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="compbias-analysis-"))
+    root = Path(s.keep) if s.keep else Path(tempfile.mkdtemp(prefix="compbias-analysis-"))
     answers_dir = root / "results" / "answers"
     print(f"{n_items} items x {len(MODELS)} models x {len(VARIANTS)} variants x {len(SEEDS)} seeds "
           f"= {n_items * per_item} answers; shards under {answers_dir}")
@@ -101,18 +127,27 @@ def main(argv=None) -> None:
             lambda r: f"{r['coefficients'].height} coefficients, {r['tests'].height} tests")
         seconds = time.perf_counter() - t_analysis
     finally:
-        if not args.keep:
+        if not s.keep:
             shutil.rmtree(root, ignore_errors=True)
+    return Measurement(n_answers=n_items * per_item, steps=steps, seconds=seconds,
+                       coefficients=out["regression"]["coefficients"],
+                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
-    coefs = out["regression"]["coefficients"]
+
+def report(m: Measurement) -> None:
+    """The planted-slope check, the totals and the ``RESULT`` line."""
+    coefs = m.coefficients
     slope = coefs.filter((pl.col("spec") == "bits_cluster") & (pl.col("term") == "bits"))
     if slope.height:
         r = slope.row(0, named=True)
         print(f"check: bits_cluster slope {r['coef']:.4f} (planted -0.2 conditional on item; "
               f"marginal is attenuated), se {r['se']:.4f}, clusters {r['n_clusters']}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"analysis (merge..regression) {seconds:.2f} s; process peak RSS {peak:.0f} MB")
-    print(f"RESULT rows={n_items * per_item} seconds={seconds:.2f} peak_rss_mb={peak:.0f}")
+    print(f"analysis (merge..regression) {m.seconds:.2f} s; process peak RSS {m.peak_rss_mb:.0f} MB")
+    print(f"RESULT rows={m.n_answers} seconds={m.seconds:.2f} peak_rss_mb={m.peak_rss_mb:.0f}")
+
+
+def main(argv=None) -> None:
+    report(run(parse(argv)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Answering throughput: the reference generate loop vs mlx_lm.batch_generate vs compbias.
 
-    python benchmarks/answering.py MODEL_DIR [--items N] [--ref-items M] [--data DIR]
-                                   [--seeds 5] [--temp 0.3] [--runtime auto|native]
+    python -m benchmarks.answering MODEL_DIR [--items N] [--ref-items M] [--data DIR]
+                                         [--seeds 5] [--temp 0.3] [--runtime auto|native]
 
 On one loaded model (the workflow's runtime: float32, quantized weights dequantized at load, on
 CPU with the preloaded OpenBLAS) and the same ambiguous BBQ items, it times
@@ -25,7 +25,9 @@ import math
 import resource
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -35,7 +37,7 @@ from compbias.data import bbq
 from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
 from compbias.inference.runtime import batch_limits, load_model, resolve_runtime, set_threads
 from compbias.inference.sampling import LETTERS, parse_letter
-from memory import reset_hwm as reset_process_hwm, vm_hwm_mb
+from benchmarks.memory import reset_hwm as reset_process_hwm, vm_hwm_mb
 
 STUDY_SEEDS = [42, 123, 456, 789, 1024]
 CATEGORIES = ["age", "gender_identity", "race_ethnicity", "religion", "ses"]
@@ -289,8 +291,30 @@ def fmt(x, nd=2):
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures (the command line, parsed)."""
+
+    model_dir: str
+    items: int = 100
+    ref_items: int | None = None
+    data: str | None = None
+    seeds: int = 5
+    temp: float = 0.3
+    runtime: str = "auto"
+    native_ref_items: int = 0
+    batch_tokens: int | str = "auto"
+    max_batch: int | str = "auto"
+    prefill_batch_size: int = 8
+    completion_batch_size: int = 32
+    threads: int | None = None
+    exact_items: int = 10
+    skip: frozenset[str] = frozenset()
+
+
+def parse(argv=None) -> Settings:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.answering", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
     ap.add_argument("--items", type=int, default=100, help="items for (c) (default 100)")
     ap.add_argument("--ref-items", type=int, default=None,
@@ -312,20 +336,71 @@ def main(argv=None) -> None:
                     help="items whose (c) letter probabilities are checked against one unbatched forward")
     ap.add_argument("--skip", default="", help="comma list of methods to skip: a,b")
     args = ap.parse_args(argv)
-    skip = set(filter(None, args.skip.split(",")))
+    fields = {k: v for k, v in vars(args).items() if k != "skip"}
+    return Settings(**fields, skip=frozenset(filter(None, args.skip.split(","))))
 
-    if args.threads:
-        set_threads(args.threads)
+
+@dataclass
+class Measurement:
+    """Everything :func:`report` prints, as measured by :func:`run`."""
+
+    settings: Settings
+    config: dict
+    runtime: Any
+    dtype: str
+    load: Stage
+    counts: dict[str, int]
+    n_items: int
+    n_ref: int
+    seeds: list[int]
+    n_tokens: int
+    n_prefix: int
+    padded: int
+    batch_tokens: int
+    max_batch: int
+    mm_shape: tuple[int, str]
+    mm_before: tuple[float, float]
+    mm_after: tuple[float, float]
+    load_before: str
+    load_after: str
+    res: dict[str, tuple[list, Stage]]  # "a", "b": (letters, stage)
+    compbias: Stage
+    methods: dict[str, int]
+    native: tuple[list, Stage, str, int] | None  # (letters, stage, label, items)
+    max_dev: float
+    probs: np.ndarray  # first n_ref items x (A, B, C, none) exact first-token probabilities
+    expected: np.ndarray  # their mean
+    c_letters: list  # (c)'s answers on the first n_ref items, seed-major
+    maxrss_mb: float
+    rate: dict[str, float]  # answers/s per method
+    speed_a: float
+    speed_b: float
+    prompt_gflops: float
+    computed_gflops: float
+
+    @property
+    def mm_mlx(self) -> float:
+        return max(self.mm_before[0], self.mm_after[0])
+
+    @property
+    def mm_np(self) -> float:
+        return max(self.mm_before[1], self.mm_after[1])
+
+
+def run(s: Settings) -> Measurement:
+    """Load the model once, time (a), (b) and (c) on it, and check (c) against one forward."""
+    if s.threads:
+        set_threads(s.threads)
     load0 = loadavg()
-    seeds = (STUDY_SEEDS + list(range(2001, 2001 + max(0, args.seeds - 5))))[: args.seeds]
-    items = real_items(args.data, args.items) if args.data else synthetic_items(args.items)
-    n_ref = min(args.ref_items or items.height, items.height)
+    seeds = (STUDY_SEEDS + list(range(2001, 2001 + max(0, s.seeds - 5))))[: s.seeds]
+    items = real_items(s.data, s.items) if s.data else synthetic_items(s.items)
+    n_ref = min(s.ref_items or items.height, items.height)
     ref_items = items.head(n_ref)
 
-    runtime = resolve_runtime() if args.runtime == "auto" else resolve_runtime("native", False)
-    args.batch_tokens, args.max_batch = batch_limits(runtime, args.batch_tokens, args.max_batch)
+    runtime = resolve_runtime() if s.runtime == "auto" else resolve_runtime("native", False)
+    batch_tokens, max_batch = batch_limits(runtime, s.batch_tokens, s.max_batch)
     with Stage() as load_st:
-        model, tokenizer, config = load_model(args.model_dir, runtime)
+        model, tokenizer, config = load_model(s.model_dir, runtime)
     spec = PromptSpec()
     prompts_all = spec.tokens(tokenizer, items, seeds[0])
     prompts_ref = prompts_all[:n_ref]
@@ -336,7 +411,7 @@ def main(argv=None) -> None:
     n_prefix = common_prefix(prompts_all)
     suffix_lengths = [len(p) - n_prefix for p in prompts_all]
     padded = sum(len(b) * max(suffix_lengths[i] for i in b)
-                 for b in batches(suffix_lengths, args.batch_tokens, args.max_batch))
+                 for b in batches(suffix_lengths, batch_tokens, max_batch))
     counts = param_counts(model)
     dtype = weight_dtype(model)
     # the matmul the prompt pass runs: model dtype; a GPU needs a large one to reach its peak
@@ -345,37 +420,36 @@ def main(argv=None) -> None:
 
     # warm-up: each method once on a few prompts with its own sampler, so one-time
     # initialisation (kernel compilation on a GPU) is not timed
-    run_reference(model, tokenizer, prompts_all[:1], seeds[:1], args.temp)
-    run_batch_generate(model, tokenizer, prompts_all[:2], seeds[:1], args.temp)
-    warm = score_items(model, tokenizer, items.head(4), spec, seeds[0], args.temp)
-    Decoder(lambda: (model, tokenizer), spec, args.temp, 5).decode(
+    run_reference(model, tokenizer, prompts_all[:1], seeds[:1], s.temp)
+    run_batch_generate(model, tokenizer, prompts_all[:2], seeds[:1], s.temp)
+    warm = score_items(model, tokenizer, items.head(4), spec, seeds[0], s.temp)
+    Decoder(lambda: (model, tokenizer), spec, s.temp, 5).decode(
         items.head(4).join(warm, on="item_id").to_dicts(), seeds[0], [None] * 4)
 
     res = {}
-    if "a" not in skip:
-        res["a"] = run_reference(model, tokenizer, prompts_ref, seeds, args.temp)
-    if "b" not in skip:
-        res["b"] = run_batch_generate(model, tokenizer, prompts_ref, seeds, args.temp,
-                                      prefill_batch_size=args.prefill_batch_size,
-                                      completion_batch_size=args.completion_batch_size)
-    scores, answers, c_st = run_compbias(model, tokenizer, items, seeds, args.temp, runtime,
-                                         args.batch_tokens, args.max_batch)
-    max_dev = exactness(model, prompts_all, scores, letter_token_ids(tokenizer), args.temp,
-                        args.exact_items)
+    if "a" not in s.skip:
+        res["a"] = run_reference(model, tokenizer, prompts_ref, seeds, s.temp)
+    if "b" not in s.skip:
+        res["b"] = run_batch_generate(model, tokenizer, prompts_ref, seeds, s.temp,
+                                      prefill_batch_size=s.prefill_batch_size,
+                                      completion_batch_size=s.completion_batch_size)
+    scores, answers, c_st = run_compbias(model, tokenizer, items, seeds, s.temp, runtime,
+                                         batch_tokens, max_batch)
+    max_dev = exactness(model, prompts_all, scores, letter_token_ids(tokenizer), s.temp,
+                        s.exact_items)
     native = None
-    if args.native_ref_items > 0 and args.runtime == "auto":
+    if s.native_ref_items > 0 and s.runtime == "auto":
         del model
-        nmodel, ntok, _ = load_model(args.model_dir, resolve_runtime("native", False))
-        run_reference(nmodel, ntok, prompts_all[:1], seeds[:1], args.temp)  # warm-up
-        n_nat = min(args.native_ref_items, items.height)
-        nlet, nst = run_reference(nmodel, ntok, prompts_all[:n_nat], seeds, args.temp)
+        nmodel, ntok, _ = load_model(s.model_dir, resolve_runtime("native", False))
+        run_reference(nmodel, ntok, prompts_all[:1], seeds[:1], s.temp)  # warm-up
+        n_nat = min(s.native_ref_items, items.height)
+        nlet, nst = run_reference(nmodel, ntok, prompts_all[:n_nat], seeds, s.temp)
         label = (f"q{config['quantization']['bits']} kernels" if "quantization" in config
                  else weight_dtype(nmodel))
         native = (nlet, nst, label, n_nat)
         del nmodel
     mm_after = matmul_gflops(*mm_shape)
     mm_mlx = max(mm_before[0], mm_after[0])
-    mm_np = max(mm_before[1], mm_after[1])
 
     # ---- rates
     n_ans_ref = n_ref * len(seeds)
@@ -389,39 +463,53 @@ def main(argv=None) -> None:
     # run (prefix once, padded suffixes) + 2 x LM head x one position per item; no attention
     eff_flops = 2 * counts["total"] * n_tokens
     done_flops = 2 * counts["body"] * (n_prefix + padded) + 2 * counts["head"] * items.height
-    prompt_gflops = eff_flops / c_st.score_seconds / 1e9
-    computed_gflops = done_flops / c_st.score_seconds / 1e9
 
-    # ---- agreement
+    # ---- agreement inputs
     sub = scores.head(n_ref)
     probs = sub.select("p_A", "p_B", "p_C").to_numpy()
     probs = np.column_stack([probs, np.clip(1 - probs.sum(axis=1), 0, None)])
-    expected = probs.mean(axis=0)
     c_ref = answers.filter(pl.col("item_id").is_in(ref_items["item_id"].to_list()))
     order = {i: k for k, i in enumerate(ref_items["item_id"].to_list())}
-    seed_rank = {s: k for k, s in enumerate(seeds)}
+    seed_rank = {sd: k for k, sd in enumerate(seeds)}
     c_ref = c_ref.with_columns(_o=pl.col("item_id").replace_strict(order),
                                _s=pl.col("seed").replace_strict(seed_rank)).sort("_s", "_o")
     # fixed option order: the choice index is the letter position
     c_letters = [None if ch is None else LETTERS[ch] for ch in c_ref["choice"].to_list()]
-    methods = dict(answers["method"].value_counts().iter_rows())
 
-    # ---- print
+    return Measurement(
+        settings=s, config=config, runtime=runtime, dtype=dtype, load=load_st, counts=counts,
+        n_items=items.height, n_ref=n_ref, seeds=seeds, n_tokens=n_tokens, n_prefix=n_prefix,
+        padded=padded, batch_tokens=batch_tokens, max_batch=max_batch, mm_shape=mm_shape,
+        mm_before=mm_before, mm_after=mm_after, load_before=load0, load_after=loadavg(), res=res,
+        compbias=c_st, methods=dict(answers["method"].value_counts().iter_rows()), native=native,
+        max_dev=max_dev, probs=probs, expected=probs.mean(axis=0), c_letters=c_letters,
+        maxrss_mb=maxrss_mb(), rate=rate, speed_a=speed_a, speed_b=speed_b,
+        prompt_gflops=eff_flops / c_st.score_seconds / 1e9,
+        computed_gflops=done_flops / c_st.score_seconds / 1e9)
+
+
+def report(m: Measurement) -> None:
+    """Print the tables, the answer distributions and the final ``RESULT key=value`` line."""
+    s, config, counts, seeds, c_st = m.settings, m.config, m.counts, m.seeds, m.compbias
+    res, rate, native, n_ref, expected, probs = m.res, m.rate, m.native, m.n_ref, m.expected, m.probs
+    c_letters, mm_shape, mm_before, mm_after = m.c_letters, m.mm_shape, m.mm_before, m.mm_after
+    mm_mlx, mm_np = m.mm_mlx, m.mm_np
+    n_ans_ref, n_ans_c = n_ref * len(seeds), m.n_items * len(seeds)
     stored = (f"q{config['quantization']['bits']} (group {config['quantization']['group_size']})"
               if "quantization" in config else config.get("torch_dtype", "?"))
-    print(f"\nmodel {args.model_dir}  ({config.get('model_type')}, stored {stored})")
-    print(f"runtime {runtime.as_dict()}; compute dtype {dtype}; load {load_st.seconds:.2f} s")
+    print(f"\nmodel {s.model_dir}  ({config.get('model_type')}, stored {stored})")
+    print(f"runtime {m.runtime.as_dict()}; compute dtype {m.dtype}; load {m.load.seconds:.2f} s")
     print(f"params total {counts['total']/1e6:.1f} M (embedding {counts['embedding']/1e6:.1f} M, "
           f"head {'tied' if counts['head'] == counts['embedding'] else counts['head']/1e6}, "
           f"body {counts['body']/1e6:.1f} M)")
-    print(f"items: {items.height} for (c), {n_ref} for (a)/(b); source "
-          f"{args.data or 'built-in synthetic'}; seeds {seeds}; T={args.temp}; parser lenient")
-    print(f"prompt tokens {n_tokens} (mean {n_tokens/items.height:.1f}/item), shared prefix "
-          f"{n_prefix}; (c) batches {args.batch_tokens}/{args.max_batch}: {padded} padded suffix "
-          f"tokens ({100 * (padded / max(1, n_tokens - n_prefix * items.height) - 1):.1f}% padding)")
+    print(f"items: {m.n_items} for (c), {n_ref} for (a)/(b); source "
+          f"{s.data or 'built-in synthetic'}; seeds {seeds}; T={s.temp}; parser lenient")
+    print(f"prompt tokens {m.n_tokens} (mean {m.n_tokens/m.n_items:.1f}/item), shared prefix "
+          f"{m.n_prefix}; (c) batches {m.batch_tokens}/{m.max_batch}: {m.padded} padded suffix "
+          f"tokens ({100 * (m.padded / max(1, m.n_tokens - m.n_prefix * m.n_items) - 1):.1f}% padding)")
     print(f"matmul {mm_shape[1]} {mm_shape[0]}^3: MLX {mm_before[0]:.1f} / {mm_after[0]:.1f} GFLOP/s (before / "
           f"after), numpy float32 {min(mm_shape[0], 2048)}^3 {mm_before[1]:.1f} / {mm_after[1]:.1f}; best MLX/numpy "
-          f"{mm_mlx / mm_np:.2f}; load average {load0} -> {loadavg()}\n")
+          f"{mm_mlx / mm_np:.2f}; load average {m.load_before} -> {m.load_after}\n")
 
     hdr = (f"{'method':<36}{'answers':>8}{'wall s':>9}{'cpu s':>9}{'answers/s':>11}{'items/s':>9}"
            f"{'peak RSS MB':>13}{'MLX peak MB':>13}")
@@ -440,20 +528,20 @@ def main(argv=None) -> None:
     line(names["c"], n_ans_c, c_st, rate["c"])
     print(f"{'    of which score_items':<36}{'':>8}{c_st.score_seconds:>9.2f}")
     print(f"{'    of which answer_seed x %d' % len(seeds):<36}{'':>8}{c_st.answer_seconds:>9.2f}"
-          f"   methods {methods}; Decoder {c_st.decode_seconds:.2f} s")
+          f"   methods {m.methods}; Decoder {c_st.decode_seconds:.2f} s")
     if native:
         nlet, nst, ndtype, n_nat = native
         line(f"(a) generate loop, native {ndtype}", len(nlet), nst, len(nlet) / nst.seconds)
-    print(f"process ru_maxrss {maxrss_mb():.0f} MB (peak RSS per row: VmHWM reset at its start)\n")
+    print(f"process ru_maxrss {m.maxrss_mb:.0f} MB (peak RSS per row: VmHWM reset at its start)\n")
 
-    print(f"speedup (c)/(a) {fmt(speed_a, 1)}x   (c)/(b) {fmt(speed_b, 1)}x")
-    print(f"(c) prompt FLOP rate: effective {prompt_gflops:.1f} GFLOP/s = 2 x {counts['total']/1e6:.1f} M "
-          f"params x {n_tokens} prompt tokens / {c_st.score_seconds:.2f} s = {prompt_gflops / mm_mlx:.2f} "
-          f"of the MLX matmul rate;\n    computed {computed_gflops:.1f} GFLOP/s = (2 x body x "
-          f"{n_prefix + padded} tokens run + 2 x head x {items.height} last positions) / time, "
+    print(f"speedup (c)/(a) {fmt(m.speed_a, 1)}x   (c)/(b) {fmt(m.speed_b, 1)}x")
+    print(f"(c) prompt FLOP rate: effective {m.prompt_gflops:.1f} GFLOP/s = 2 x {counts['total']/1e6:.1f} M "
+          f"params x {m.n_tokens} prompt tokens / {c_st.score_seconds:.2f} s = {m.prompt_gflops / mm_mlx:.2f} "
+          f"of the MLX matmul rate;\n    computed {m.computed_gflops:.1f} GFLOP/s = (2 x body x "
+          f"{m.n_prefix + m.padded} tokens run + 2 x head x {m.n_items} last positions) / time, "
           f"attention excluded")
     print(f"(c) exactness: max |p_letter - p_letter of one unbatched forward| over "
-          f"{min(args.exact_items, items.height)} items = {max_dev:.2e}\n")
+          f"{min(s.exact_items, m.n_items)} items = {m.max_dev:.2e}\n")
 
     mass = float(1 - expected[-1])
     exact_ok = mass >= 0.9
@@ -494,10 +582,14 @@ def main(argv=None) -> None:
            if native else "")
     print(f"\nRESULT answers_per_s_reference={fmt(rate.get('a', float('nan')))} {nat}"
           f"answers_per_s_batch_generate={fmt(rate.get('b', float('nan')))} "
-          f"answers_per_s_compbias={fmt(rate['c'])} speedup_vs_reference={fmt(speed_a)} "
-          f"speedup_vs_batch_generate={fmt(speed_b)} matmul_gflops={mm_mlx:.1f} "
-          f"numpy_gflops={mm_np:.1f} prompt_gflops={prompt_gflops:.1f} "
-          f"prompt_vs_matmul={prompt_gflops / mm_mlx:.2f} computed_vs_matmul={computed_gflops / mm_mlx:.2f}")
+          f"answers_per_s_compbias={fmt(rate['c'])} speedup_vs_reference={fmt(m.speed_a)} "
+          f"speedup_vs_batch_generate={fmt(m.speed_b)} matmul_gflops={mm_mlx:.1f} "
+          f"numpy_gflops={mm_np:.1f} prompt_gflops={m.prompt_gflops:.1f} "
+          f"prompt_vs_matmul={m.prompt_gflops / mm_mlx:.2f} computed_vs_matmul={m.computed_gflops / mm_mlx:.2f}")
+
+
+def main(argv=None) -> None:
+    report(run(parse(argv)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Expected emergence at study scale: virtual seed sets drawn from synthetic scores heads.
 
-    python benchmarks/expected_emergence.py [--items 12148] [--sets 1000] [--seeds 5] [--threads 2] [--rng gumbel]
+    python -m benchmarks.expected_emergence [--items 12148] [--sets 1000] [--seeds 5] [--threads 2] [--rng gumbel]
         [--max-head 64]
 
 One checkpoint's scores table is simulated (``--items`` items; heads of 1 to ``--max-head`` tokens, as the
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 import polars as pl
-from memory import vm_hwm_mb
 
+from benchmarks.memory import vm_hwm_mb
 from compbias.stats.emergence import expected_emergence
 from compbias.stats.virtual_seeds import virtual_outcomes
 
@@ -51,7 +51,8 @@ def synthetic_scores(n_items: int, seed: int, tilt: float = 0.0, max_head: int =
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.expected_emergence", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=12_148)
     ap.add_argument("--sets", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=5)

@@ -1,7 +1,7 @@
 """Random-weight checkpoints of a study model's shape, for throughput benchmarks.
 
-    python benchmarks/random_model.py OUT --tokenizer DIR [--shape mistral-7b] [--quantize 4]
-                                      [--data DIR] [--letter-mass 0.95]
+    python -m benchmarks.random_model OUT --tokenizer DIR [--shape mistral-7b] [--quantize 4]
+                                        [--data DIR] [--letter-mass 0.95]
 
 No 7B checkpoint can be downloaded offline, and throughput depends on the shape, not the
 weights. Writes OUT/bf16 (llama with the shape's dimensions, the given tokenizer's vocabulary
@@ -27,7 +27,7 @@ def probe_prompts(tokenizer_dir: str, data: str | None, n: int) -> list[list[int
     """Chat-templated prompts of the first ``n`` benchmark items."""
     from mlx_lm.utils import load_tokenizer
 
-    from answering import real_items, synthetic_items
+    from benchmarks.answering import real_items, synthetic_items
 
     tokenizer = load_tokenizer(Path(tokenizer_dir))
     items = real_items(data, n) if data else synthetic_items(n)
@@ -35,7 +35,8 @@ def probe_prompts(tokenizer_dir: str, data: str | None, n: int) -> list[list[int
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.random_model", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
     ap.add_argument("--tokenizer", required=True, help="directory with tokenizer.json and chat template")
     ap.add_argument("--shape", default="mistral-7b", help=f"one of {sorted(SHAPES)} or a JSON dict")

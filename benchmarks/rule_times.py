@@ -1,13 +1,13 @@
 """Per-rule wall time of a workflow run from Snakemake's benchmark files.
 
-    python benchmarks/rule_times.py [RESULTS_DIR]   (default: results)
+    python -m benchmarks.rule_times [RESULTS_DIR]   (default: results)
 
 Prints a Markdown table: rule, jobs, total / mean / max seconds, max RSS.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import polars as pl
@@ -27,9 +27,11 @@ def rule_times(results: Path) -> pl.DataFrame:
             .sort("total_s", descending=True))
 
 
-def main() -> None:
-    results = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
-    table = rule_times(results)
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.rule_times", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="?", default="results", help="results directory (default: results)")
+    table = rule_times(Path(ap.parse_args(argv).results))
     print("| rule | jobs | total s | mean s | max s | max RSS MB |\n|---|---:|---:|---:|---:|---:|")
     for r in table.iter_rows(named=True):
         print(f"| {r['rule']} | {r['jobs']} | {r['total_s']:.0f} | {r['mean_s']:.1f} | "
