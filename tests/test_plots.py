@@ -7,11 +7,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from compbias.report import plots
+from compbias.report import figures
+from compbias.report.figures import emergence_figure
 from compbias.stats.analysis import analyse
-from compbias.report.emergence_plot import emergence_figure
 from compbias.stats.metrics import rates as rates_table
-from compbias.stats.perplexity_stats import perplexity_summary
+from compbias.stats.variants import pruning_variants, quantization_variants, resolve_baseline
 from compbias.testing.synthetic import synthetic_answers
 
 VARIANTS = {"bf16": 16.0, "q8": 8.0, "q4": 4.0, "q3": 3.0, "magnitude-50": 16.0, "wanda-50": 16.0,
@@ -67,14 +67,14 @@ def study() -> dict:
 
 def draw_all(t: dict, out: Path) -> dict[str, list[Path]]:
     return {
-        "dose_response": plots.dose_response(t["rates"], t["variants"], out / "dose_response"),
+        "dose_response": figures.dose_response(t["rates"], t["variants"], out / "dose_response"),
         "transitions": emergence_figure(t["transitions"], out / "transitions", expected=t["expected_emergence"],
                                         direction=t["direction_tests"], noise_floor=t["noise_floor"],
                                         variants=t["variants"], controls=t.get("controls"), baseline="bf16"),
-        "perplexity_vs_bias": plots.perplexity_vs_bias(t["perplexity"], t["rates"], out / "perplexity_vs_bias",
-                                                       variants=t["variants"]),  # fmt: skip
-        "category_heatmap": plots.category_heatmap(t["rates"], out / "category_heatmap", variants=t["variants"]),
-        "pruning": plots.pruning(t["rates"], t["perplexity"], t["variants"], out / "pruning"),
+        "perplexity_vs_bias": figures.perplexity_vs_bias(t["perplexity"], t["rates"], out / "perplexity_vs_bias",
+                                                         variants=t["variants"]),  # fmt: skip
+        "category_heatmap": figures.category_heatmap(t["rates"], out / "category_heatmap", variants=t["variants"]),
+        "pruning": figures.pruning(t["rates"], t["perplexity"], t["variants"], out / "pruning"),
     }
 
 
@@ -98,12 +98,12 @@ def test_every_figure_writes_png_and_pdf(study, tmp_path):
 
 def test_variant_order_and_groups(study):
     v = study["variants"]
-    assert plots.quantization_variants(v) == ["bf16", "q8", "q4", "q3"]
-    assert plots.pruning_variants(v) == ["magnitude-50", "wanda-50", "wanda-50-q4"]
+    assert quantization_variants(v) == ["bf16", "q8", "q4", "q3"]
+    assert pruning_variants(v) == ["magnitude-50", "wanda-50", "wanda-50-q4"]
     shuffled = v.with_columns(order=pl.col("order").replace({1: 3, 3: 1}))
-    assert plots.quantization_variants(shuffled) == ["bf16", "q3", "q4", "q8"]  # config order, not bits
-    assert plots.resolve_baseline(v, None, []) == "bf16"
-    assert plots.resolve_baseline(None, None, ["a", "b"]) == "a"
+    assert quantization_variants(shuffled) == ["bf16", "q3", "q4", "q8"]  # config order, not bits
+    assert resolve_baseline(v, None, []) == "bf16"
+    assert resolve_baseline(None, None, ["a", "b"]) == "a"
 
 
 def test_single_variant_no_pruning_no_perplexity(tmp_path):
@@ -128,12 +128,12 @@ def test_all_nan_empty_and_missing_tables(study, tmp_path):
         assert_written(paths)
     # no excess / noise-floor tables
     assert_written(emergence_figure(study["transitions"], tmp_path / "x" / "t"))
-    assert_written(plots.perplexity_vs_bias(None, study["rates"], tmp_path / "x" / "p"))
-    assert_written(plots.pruning(study["rates"], None, study["variants"], tmp_path / "x" / "pr"))
+    assert_written(figures.perplexity_vs_bias(None, study["rates"], tmp_path / "x" / "p"))
+    assert_written(figures.pruning(study["rates"], None, study["variants"], tmp_path / "x" / "pr"))
 
 
 def test_suffix_in_out_is_a_stem(study, tmp_path):
-    paths = plots.category_heatmap(study["rates"], tmp_path / "heat.png", variants=study["variants"])
+    paths = figures.category_heatmap(study["rates"], tmp_path / "heat.png", variants=study["variants"])
     assert sorted(p.name for p in paths) == ["heat.pdf", "heat.png"]
     assert_written(paths)
 
@@ -157,6 +157,6 @@ def test_emergence_figure_with_a_perturbation_control(tmp_path):
     t["controls"] = controls
     paths = draw_all(t, tmp_path)["transitions"]
     assert_written(paths)
-    from compbias.report.emergence_plot import _order
+    from compbias.report.figures.transitions import _order
 
     assert _order(["q3", "q4-noise", "q8", "q4"], v, controls) == (["q8", "q4", "q4-noise", "q3"], 4)

@@ -5,8 +5,8 @@ import math
 import polars as pl
 import pytest
 
-from compbias.stats.regression import SINGLE_METHOD
 from compbias.report.summary import summary_markdown
+from compbias.stats.regression import SINGLE_METHOD
 
 NAN = math.nan
 

@@ -4,7 +4,7 @@ variants only through these functions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -60,3 +60,23 @@ def resolve_baseline(variants: pl.DataFrame | None, baseline: str | None, presen
     if "bf16" in present:
         return "bf16"
     return sorted(present)[0] if present else None
+
+
+def study_order(
+    variants: pl.DataFrame | None, present: Sequence[str], baseline: str | None = None,
+    controls: Mapping[str, str] | None = None,
+) -> list[str]:  # fmt: skip
+    """The variants of ``present`` (except ``baseline``) in the order the report shows them:
+    unpruned (quantization) variants in config order, then those missing from ``variants`` (in the order of
+    ``present``), then pruning variants in config order; each perturbation control (``controls``:
+    control -> the variant it controls for) right after the variant it controls for, or last."""
+    controls = controls or {}
+    shown = [v for v in dict.fromkeys(present) if v != baseline]
+    pruned = [v for v in pruning_variants(variants) if v in shown]
+    known = variant_order(variants)
+    unpruned = [v for v in known + [v for v in shown if v not in known] if v in shown and v not in pruned]
+    order = [v for v in unpruned + pruned if v not in controls]
+    for c, like in controls.items():
+        if c in shown:
+            order.insert(order.index(like) + 1 if like in order else len(order), c)
+    return order

@@ -1,6 +1,6 @@
 """The transitions figure: emergence with its expected range, the perturbation controls and the
 direction of the moves (tables of :mod:`compbias.stats.transitions`, :mod:`compbias.stats.emergence` and
-:mod:`compbias.stats.direction`). Same conventions as :mod:`compbias.report.plots`."""
+:mod:`compbias.stats.direction`). Same conventions as :mod:`compbias.report.figures.common`."""
 
 from __future__ import annotations
 
@@ -12,26 +12,21 @@ import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 
+from compbias.report.figures.common import (ROLE_COLORS, _bits_label, _col, _empty, _err, _models, _new_figure,
+                                            placeholder, save_figure)
+from compbias.report.numbers import UNDETERMINED, as_float
 from compbias.stats.metrics import ALL
-from compbias.report.plots import (ROLE_COLORS, _bits_label, _col, _empty, _err, _models, _new_figure, _num,
-                            placeholder, pruning_variants, save_figure, variant_order)
+from compbias.stats.variants import pruning_variants, study_order
 
 TITLE = "Became biased: study seeds vs the expected range over virtual seed sets,\nand the direction of the moves"
 CONTROL_COLOR = "#e6b0aa"
-UNDETERMINED = 0.5
-"""The expected range is not drawn where more than this share of the baseline-unbiased items rests
-on a first token that needs continuing (:mod:`compbias.stats.virtual_seeds`)."""
 
 
 def _order(present: list[str], variants: pl.DataFrame | None, controls: Mapping[str, str]) -> tuple[list[str], int]:
-    """Variants to show (quantization, then pruning; each control right after the variant it
-    controls for) and the number of non-pruning ones."""
-    pruned = [v for v in pruning_variants(variants) if v in present]
-    quant = [v for v in variant_order(variants, present) if v in present and v not in pruned and v not in controls]
-    order = quant + [v for v in pruned if v not in controls]
-    for c, like in controls.items():
-        if c in present:
-            order.insert(order.index(like) + 1 if like in order else len(order), c)
+    """Variants to show (:func:`compbias.stats.variants.study_order`: quantization, then pruning;
+    each control right after the variant it controls for) and the number of non-pruning ones."""
+    order = study_order(variants, sorted(present), controls=controls)
+    pruned = set(pruning_variants(variants))
     return order, len([v for v in order if v not in pruned])
 
 
@@ -75,7 +70,7 @@ def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: 
     if floors is not None and floors.height:
         for col, ls, color, name in (("floor_analytic", "--", "#555555", "analytic"),
                                      ("floor_placebo", ":", "#8e44ad", "placebo seeds")):  # fmt: skip
-            f = _num(floors[col][0])
+            f = as_float(floors[col][0])
             if math.isfinite(f):
                 ax.axhline(100 * f, color=color, ls=ls, lw=1.2,
                            label=f"floor for independent re-runs ({name})")  # fmt: skip
