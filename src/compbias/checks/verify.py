@@ -8,7 +8,6 @@ command that rebuilds them; the resume logic (:mod:`compbias.resume`) uses
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from compbias.compress.checkpoints import MANIFEST
+from compbias.compress.checkpoints import MANIFEST, read_manifest
 
 SHARD = re.compile(r"shard=(\d+)\.parquet$")
 SCORE_COLUMNS = ("item_id", "p_A", "p_B", "p_C")
@@ -85,13 +84,14 @@ def shard_problem(path: Path, kind: str, expected: Expected | None, full: bool =
 
 def checkpoint_problem(path: Path) -> str | None:
     """Problem with a checkpoint directory (manifest, config and weight files), or None."""
-    manifest = path / MANIFEST
-    if not manifest.is_file():
+    if not (path / MANIFEST).is_file():
         return f"no {MANIFEST} (the build did not finish)"
     try:
-        m = json.loads(manifest.read_text())
+        m = read_manifest(path)
     except ValueError as exc:
         return f"{MANIFEST} is not valid JSON ({exc})"
+    if m.get("kind") == "prune" and "sparsity" not in (m.get("pruning") or {}):
+        return f"{MANIFEST} of a pruned checkpoint has no pruning section"
     if not (path / "config.json").is_file():
         return "no config.json"
     weights = sorted(path.glob("*.safetensors"))

@@ -10,8 +10,22 @@ from typing import Any
 
 from compbias.io import atomic_dir, write_json
 
+#: The one manifest of a checkpoint: how it was built (model, variant, kind, source, bits, ...),
+#: its size, and for a pruned checkpoint (or one built from it) a ``pruning`` section.
 MANIFEST = "compbias_manifest.json"
+#: The fields of a base checkpoint's ``pruning`` section that a checkpoint built from it keeps.
 PRUNE_FIELDS = ("method", "target_sparsity", "sparsity", "zeroed", "prunable")
+#: The ``pruning`` section's fields, which manifests written before it held at the top level.
+_LEGACY_PRUNING = (*PRUNE_FIELDS, "layer_sparsity", "granularity", "mask_seed", "calibration")
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the checkpoint directory ``path`` (ValueError when it is not JSON); a
+    manifest from before the ``pruning`` section has its top-level pruning fields moved there."""
+    m = json.loads((Path(path) / MANIFEST).read_text())
+    if "pruning" not in m and "method" in m:
+        m["pruning"] = {k: m.pop(k) for k in _LEGACY_PRUNING if k in m}
+    return m
 
 
 def variant_kind(spec: Mapping[str, Any]) -> str:
@@ -52,7 +66,8 @@ def checkpoint_stats(path: str | Path) -> dict[str, Any]:
 
 
 #: Files of a source checkpoint that a derived one (pruned, perturbed) does not copy: its
-#: weights and config are written anew, and manifests describe the source.
+#: weights and config are written anew, and manifests describe the source (prune_manifest.json:
+#: the second manifest that pruned checkpoints had before the ``pruning`` section).
 DERIVED_SKIP = ("*.safetensors", "*.safetensors.index.json", "config.json", "compbias_*.json",
                 "prune_manifest.json")
 
@@ -72,11 +87,22 @@ def save_derived(tmp: Path, model, config: Mapping[str, Any], src: Path) -> None
             shutil.copy2(f, tmp / f.name)
 
 
+def checkpoint_dir(source: str) -> Path:
+    """The directory of a prebuilt checkpoint: ``source`` itself when it exists locally, otherwise
+    the snapshot of the hub repo ``source`` with the files mlx_lm loads (its
+    ``DEFAULT_ALLOW_PATTERNS``), downloaded with ``huggingface_hub.snapshot_download`` unless cached."""
+    path = Path(source)
+    if path.exists():
+        return path
+    from huggingface_hub import snapshot_download
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+
+    return Path(snapshot_download(source, allow_patterns=DEFAULT_ALLOW_PATTERNS))
+
+
 def link_checkpoint(source: str, out: Path) -> None:
     """Make ``out`` a directory of links to a prebuilt MLX checkpoint (a directory or hub repo)."""
-    from mlx_lm.utils import _download
-
-    src = _download(source)
+    src = checkpoint_dir(source)
     with atomic_dir(out) as tmp:
         tmp.mkdir()
         for f in src.iterdir():
@@ -108,7 +134,7 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
     elif kind == "prune":
         from compbias.compress.pruning import prune_checkpoint
 
-        manifest.update(prune_checkpoint(source, out, variant, spec["prune"]))
+        manifest["pruning"] = prune_checkpoint(source, out, variant, spec["prune"])
     elif kind == "perturb":  # spec from build_spec: carries the like quantization
         from compbias.compress.perturb import perturb_checkpoint
 
@@ -121,10 +147,11 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
                     dtype=spec.get("dtype", "bfloat16"))
         manifest.update(dtype=spec.get("dtype", "bfloat16"), group_size=q.get("group_size"),
                         mode=q.get("mode") if q else None)
-    inherited = Path(source) / MANIFEST
-    if kind not in ("prune", "perturb") and inherited.exists():  # e.g. wanda-50 then q4 keeps its sparsity
-        base = json.loads(inherited.read_text())
-        manifest.update({k: base[k] for k in PRUNE_FIELDS if k in base}, base_variant=base["variant"])
+    if kind not in ("prune", "perturb") and (Path(source) / MANIFEST).exists():
+        base = read_manifest(source)  # e.g. wanda-50 then q4 keeps its sparsity
+        if base.get("pruning"):
+            manifest["pruning"] = {k: base["pruning"][k] for k in PRUNE_FIELDS if k in base["pruning"]}
+        manifest["base_variant"] = base["variant"]
     manifest.update(checkpoint_stats(out))
     manifest["build_seconds"] = round(time.perf_counter() - start, 3)
     write_json(manifest, out / MANIFEST)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from compbias.compress.checkpoints import MANIFEST
+from compbias.compress.checkpoints import read_manifest
 from compbias.io import read_parquet
 
 
@@ -43,17 +42,19 @@ def merge_answers(paths: Sequence[str | Path], items: pl.DataFrame, placebo_seed
 
 def variants_table(checkpoints: Sequence[str | Path], order: Sequence[str],
                    baseline: str) -> pl.DataFrame:
-    """One row per checkpoint manifest (README, ``variants.parquet``)."""
+    """One row per checkpoint manifest (README, ``variants.parquet``); method, target_sparsity
+    and sparsity come from its ``pruning`` section (None when unpruned)."""
     rows = []
     for path in map(Path, checkpoints):
-        m = json.loads((path / MANIFEST).read_text())
+        m = read_manifest(path)
+        pruning = m.get("pruning") or {}
         rows.append({
             "model": m["model"], "variant": m["variant"], "kind": m["kind"],
             "bits": float(m.get("bits", 16.0)), "group_size": m.get("group_size"),
             "mode": m.get("mode"), "dtype": m.get("dtype"), "size_bytes": m.get("size_bytes"),
             "n_params": m.get("n_params"), "is_baseline": m["variant"] == baseline,
-            "order": list(order).index(m["variant"]), "method": m.get("method"),
-            "target_sparsity": m.get("target_sparsity"), "sparsity": m.get("sparsity"),
+            "order": list(order).index(m["variant"]), "method": pruning.get("method"),
+            "target_sparsity": pruning.get("target_sparsity"), "sparsity": pruning.get("sparsity"),
             "like": m.get("like"),
         })
     return pl.DataFrame(rows, schema_overrides={
