@@ -174,7 +174,7 @@ def _cross_checks(config: Mapping[str, Any]):
             yield f"config key 'variants.{name}.base': unknown variant {base!r}"
         if base == name:
             yield f"config key 'variants.{name}.base': a variant cannot be based on itself"
-    overlap = set(config["seeds"]) & set(config.get("placebo_seeds", []))
+    overlap = set(config["seeds"]) & set(config["placebo_seeds"])
     if overlap:
         yield f"config key 'placebo_seeds': {sorted(overlap)} also in 'seeds'"
     ds = config["dataset"]
@@ -182,11 +182,9 @@ def _cross_checks(config: Mapping[str, Any]):
         yield "config key 'dataset.path': required when dataset.source is jsonl"
     if ds["source"] == "jsonl" and ds.get("path") and not Path(ds["path"]).is_dir():
         yield f"config key 'dataset.path': directory {ds['path']!r} does not exist"
-    for name, src in config["models"].items():
-        if isinstance(src, Mapping) and "path" in src and not Path(src["path"]).exists():
-            yield f"config key 'models.{name}.path': {src['path']!r} does not exist"
-        if isinstance(src, str) and (src.startswith((".", "/", "~")) and not Path(src).expanduser().exists()):
-            yield f"config key 'models.{name}': local path {src!r} does not exist"
+    from compbias.checks.inputs import local_model_problems
+
+    yield from local_model_problems(config["models"])
 
 
 def _perturb_checks(name: str, spec: Mapping[str, Any], variants: Mapping[str, Any], baseline: str):

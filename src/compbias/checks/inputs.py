@@ -189,6 +189,33 @@ def _text_files(source: str) -> list[str]:
     return sorted(glob.glob(os.path.expanduser(source), recursive=True))
 
 
+def _local_model_problem(key: str, spec: Any, kind: str, location: str) -> str | None:
+    """The problem of a model source that names a missing local path (kind path, or a hub
+    source that looks like a path), else None."""
+    if kind == "path":
+        return None if Path(location).expanduser().exists() else (
+            f"config key '{key}.path': {location!r} does not exist")
+    if kind == "hf" and _local_like(location):
+        where = key if isinstance(spec, str) else f"{key}.hf"
+        return f"config key '{where}': local path {location!r} does not exist"
+    return None
+
+
+def local_model_problems(models: Mapping[str, Any]) -> list[str]:
+    """Missing local model paths of the ``models`` config section (checked offline, also by
+    :func:`compbias.config.validate`)."""
+    problems = []
+    for name, spec in models.items():
+        try:
+            kind, location = model_source(spec)
+        except ConfigError:
+            continue  # reported by model_problems
+        problem = _local_model_problem(f"models.{name}", spec, kind, location)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def model_problems(config: Mapping[str, Any], check_hub: bool = False) -> list[str]:
     """Problems with the model sources, prebuilt checkpoints and GGUF files of ``config``.
 
@@ -205,19 +232,15 @@ def model_problems(config: Mapping[str, Any], check_hub: bool = False) -> list[s
         except ConfigError as exc:
             problems.append(f"config key '{key}': {exc}")
             continue
-        if kind == "path":
-            if not Path(location).expanduser().exists():
-                problems.append(f"config key '{key}.path': {location!r} does not exist")
+        local = _local_model_problem(key, spec, kind, location)
+        if local or kind == "path":
+            problems += [local] if local else []
         elif kind == "gguf":
             problem = _gguf_problem(f"{key}.gguf", location)
             if problem:
                 problems.append(problem)
         else:
-            where = key if isinstance(spec, str) else f"{key}.hf"
-            if _local_like(location):
-                problems.append(f"config key '{where}': local path {location!r} does not exist")
-                continue
-            problem = _hub_problem(where, location, check_hub)
+            problem = _hub_problem(key if isinstance(spec, str) else f"{key}.hf", location, check_hub)
             if problem:
                 problems.append(problem)
     for name, spec in config["variants"].items():
