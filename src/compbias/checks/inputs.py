@@ -182,11 +182,11 @@ def _local_like(source: str) -> bool:
     return source.startswith((".", "/", "~")) or glob.has_magic(source)
 
 
-def _text_files(source: str) -> list[str]:
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return sorted(str(p) for p in path.rglob("*") if p.is_file())
-    return sorted(glob.glob(os.path.expanduser(source), recursive=True))
+def _text_files(source: str) -> list[Path]:
+    """The files the corpus loader will read from ``source`` (:func:`compbias.data.corpus.text_files`)."""
+    from compbias.data.corpus import text_files
+
+    return text_files(source) or []
 
 
 def _local_model_problem(key: str, spec: Any, kind: str, location: str) -> str | None:

@@ -42,7 +42,7 @@ def merge_answers(paths: Sequence[str | Path], items: pl.DataFrame, placebo_seed
 
 def variants_table(checkpoints: Sequence[str | Path], order: Sequence[str],
                    baseline: str) -> pl.DataFrame:
-    """One row per checkpoint manifest (README, ``variants.parquet``); method, target_sparsity
+    """One row per checkpoint manifest (docs/outputs.md, ``variants.parquet``); method, target_sparsity
     and sparsity come from its ``pruning`` section (None when unpruned)."""
     rows = []
     for path in map(Path, checkpoints):

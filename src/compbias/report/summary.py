@@ -1,6 +1,6 @@
 """``results/summary.md``: the headline numbers of a study, one line per model x variant.
 
-Everything is read from the tables of the README's "Outputs and their schemas" and :mod:`compbias.stats.analysis` (no
+Everything is read from the tables of docs/outputs.md and :mod:`compbias.stats.analysis` (no
 statistics are recomputed, except the odds ratio of the pruning slope per +10 points of
 sparsity, a power of the table's odds ratio). Percentages have one decimal; NaN or missing
 values print as ``n/a``.

@@ -1,6 +1,6 @@
 """Answer-level rates and BBQ bias scores, plus statistics helpers shared by the analysis modules.
 
-All functions take and return polars DataFrames in the formats of the README's "Outputs and their schemas".
+All functions take and return polars DataFrames in the formats of docs/outputs.md.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ _MV = ["model", "variant"]
 def perplexity_summary(ppl: pl.DataFrame, baseline: str, n_boot: int = 2000, seed: int = 0) -> pl.DataFrame:
     """Corpus perplexity of each variant and its paired percentage change vs ``baseline``.
 
-    ``ppl``: the per-sequence tables of the README's "Outputs and their schemas" stacked with ``model`` and
+    ``ppl``: the per-sequence tables of docs/outputs.md stacked with ``model`` and
     ``variant`` columns (seq_id, n_tokens, nll_sum).
 
     * ``perplexity`` = exp(R), R = sum(nll_sum) / sum(n_tokens) (``nll_per_token``).

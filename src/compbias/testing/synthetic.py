@@ -1,4 +1,4 @@
-"""Synthetic BBQ-like answers/items/variants tables in the the README's "Outputs and their schemas" formats.
+"""Synthetic BBQ-like answers/items/variants tables in the formats of docs/outputs.md.
 
 Used by the unit tests and by the full-scale benchmark; fully vectorised.
 """

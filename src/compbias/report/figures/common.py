@@ -3,7 +3,7 @@
 (underscored: internal to the subpackage). Every figure function writes ``{out}.png`` and
 ``{out}.pdf``.
 
-Inputs are the tables of the README's "Outputs and their schemas" and of :mod:`compbias.stats.analysis`. Variants are shown
+Inputs are the tables of docs/outputs.md and of :mod:`compbias.stats.analysis`. Variants are shown
 in config order (``variants.parquet`` column ``order``); pruning variants (with a ``method``) are
 kept apart from quantization variants. Every function tolerates NaN rates (a variant or category
 without valid answers), a single variant, missing tables and empty tables: it draws what exists
