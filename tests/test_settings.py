@@ -39,7 +39,10 @@ def test_sections_are_frozen_and_keep_what_the_config_says():
 def test_quantize_spec_defaults_come_from_the_schema_definition():
     definition = load_schema()["definitions"]["quantize"]["properties"]
     q = settings.quantize({"bits": 3})
-    assert (q.bits, q.group_size, q.mode) == (3, definition["group_size"]["default"], definition["mode"]["default"])
+    # no group_size: mlx_lm's default for the mode (64 for affine, 32 for mxfp4, ...)
+    assert (q.bits, q.group_size, q.mode) == (3, None, definition["mode"]["default"])
+    assert settings.quantize({"bits": 4, "group_size": 32, "mode": "mxfp4"}).group_size == 32
+    assert settings.variant_dtype({}) == load_schema()["definitions"]["variant"]["properties"]["dtype"]["default"]
 
 
 def test_prompt_none_means_the_reference_messages_and_empty_system_stays_empty():

@@ -93,11 +93,12 @@ class Analysis:
 
 @dataclass(frozen=True)
 class Quantize:
-    """A variant's ``quantize`` spec (definitions/quantize)."""
+    """A variant's ``quantize`` spec (definitions/quantize). ``group_size`` None: mlx_lm's
+    default for the mode (``mlx_lm.utils.quantize_model``)."""
 
     bits: int
-    group_size: int
     mode: str
+    group_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ _SECTIONS = {"decoding": Decoding, "prompt": Prompt, "dataset": Dataset, "runtim
 
 
 @cache
-def _schema_defaults(name: str) -> dict[str, Any]:
+def schema_defaults(name: str) -> dict[str, Any]:
     """Defaults of the schema node ``name``: a top-level property or a definition."""
     schema = load_schema()
     node = schema["properties"].get(name) or schema["definitions"][name]
@@ -136,7 +137,7 @@ def _schema_defaults(name: str) -> dict[str, Any]:
 def section(cls: type[T], name: str, mapping: Mapping[str, Any] | None) -> T:
     """Build dataclass ``cls`` from ``mapping`` (the config node ``name``) with the schema's
     defaults for the keys it lacks; keys that are not fields of ``cls`` are ignored."""
-    values = {**_schema_defaults(name), **(mapping or {})}
+    values = {**schema_defaults(name), **(mapping or {})}
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
     return cls(**kwargs)
@@ -158,5 +159,10 @@ def study(config: Mapping[str, Any]) -> Study:
 
 
 def quantize(spec: Mapping[str, Any]) -> Quantize:
-    """A variant's ``quantize`` spec with the schema's defaults (group_size, mode)."""
+    """A variant's ``quantize`` spec with the schema's defaults (mode)."""
     return section(Quantize, "quantize", spec)
+
+
+def variant_dtype(spec: Mapping[str, Any]) -> str:
+    """The dtype of a variant or model spec: its own, else the schema's default."""
+    return spec.get("dtype") or schema_defaults("variant")["dtype"]

@@ -2,11 +2,12 @@ from compbias.io import read_parquet, write_parquet
 from compbias.logs import log_to
 from compbias.inference.perplexity import sequence_losses
 from compbias.inference.runtime import load_model, resolve_runtime, set_threads
+from compbias.settings import study
 
 with log_to(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
-    cfg = snakemake.config["runtime"]
-    runtime = resolve_runtime(cfg["compute_dtype"], cfg["dequantize"])
+    cfg = study(snakemake.config).runtime
+    runtime = resolve_runtime(cfg.compute_dtype, cfg.dequantize)
     model, _, _ = load_model(snakemake.input.checkpoint, runtime)
     corpus = read_parquet(snakemake.input.corpus)
     table = sequence_losses(model, corpus["tokens"].to_list(), snakemake.params.batch_size)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from compbias.io import atomic_dir, write_json
+from compbias.settings import quantize, variant_dtype
 
 #: The one manifest of a checkpoint: how it was built (model, variant, kind, source, bits, ...),
 #: its size, and for a pruned checkpoint (or one built from it) a ``pruning`` section.
@@ -130,7 +131,7 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
     elif kind == "gguf":
         from compbias.compress.gguf import convert_gguf, resolve_gguf
 
-        manifest.update(convert_gguf(resolve_gguf(spec["gguf"]), out, spec.get("dtype", "bfloat16")))
+        manifest.update(convert_gguf(resolve_gguf(spec["gguf"]), out, variant_dtype(spec)))
     elif kind == "prune":
         from compbias.compress.pruning import prune_checkpoint
 
@@ -140,13 +141,12 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
 
         manifest.update(perturb_checkpoint(source, out, variant, spec["perturb"]))
     else:
-        q = spec.get("quantize") or {}
+        q = quantize(spec["quantize"]) if spec.get("quantize") else None
         with atomic_dir(out) as tmp:
-            convert(str(source), str(tmp), quantize=bool(q), q_bits=q.get("bits"),
-                    q_group_size=q.get("group_size"), q_mode=q.get("mode", "affine"),
-                    dtype=spec.get("dtype", "bfloat16"))
-        manifest.update(dtype=spec.get("dtype", "bfloat16"), group_size=q.get("group_size"),
-                        mode=q.get("mode") if q else None)
+            kw = {"quantize": True, "q_bits": q.bits, "q_group_size": q.group_size, "q_mode": q.mode} if q else {}
+            convert(str(source), str(tmp), dtype=variant_dtype(spec), **kw)
+        manifest.update(dtype=variant_dtype(spec), group_size=q and q.group_size,
+                        mode=spec["quantize"].get("mode") if q else None)
     if kind not in ("prune", "perturb") and (Path(source) / MANIFEST).exists():
         base = read_manifest(source)  # e.g. wanda-50 then q4 keeps its sparsity
         if base.get("pruning"):

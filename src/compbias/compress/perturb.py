@@ -25,6 +25,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from compbias.compress.checkpoints import save_derived
 from compbias.io import atomic_dir
+from compbias.settings import quantize, schema_defaults
 
 #: Rescaling passes that make the stored (rounded) perturbation's RMS equal the target.
 _CALIBRATION_STEPS = 3
@@ -36,7 +37,7 @@ class PerturbSpec:
 
     like: str
     bits: int
-    group_size: int = 64
+    group_size: int | None = None  # None: mlx_lm's default for the mode
     mode: str = "affine"
     seed: int = 0
 
@@ -65,7 +66,7 @@ def validate_spec(
         raise _fail(variant_name, f"perturb.like must name a quantized variant, got {like!r}")
     if like == variant_name:
         raise _fail(variant_name, "perturb.like cannot name the variant itself")
-    seed = spec.get("seed", 0)
+    seed = {**schema_defaults("perturb"), **spec}["seed"]
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise _fail(variant_name, f"perturb.seed must be an integer, got {seed!r}")
     q = spec.get("quantize")
@@ -81,7 +82,8 @@ def validate_spec(
         if base is not None and base != baseline:
             raise _fail(variant_name, f"perturb.like {like!r} is built on {base!r}, not on the baseline "
                                       f"{baseline!r}; its error is not the quantizer's on the baseline weights")
-    return PerturbSpec(like, int(q["bits"]), int(q.get("group_size", 64)), str(q.get("mode", "affine")), int(seed))
+    q = quantize(q)
+    return PerturbSpec(like, q.bits, q.group_size, q.mode, int(seed))
 
 
 def noise_key(seed: int, name: str) -> mx.array:

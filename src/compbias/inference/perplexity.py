@@ -9,9 +9,10 @@ import numpy as np
 import polars as pl
 
 from compbias.data.corpus import local_texts, sample_windows, stdlib_texts, token_stream
+from compbias.settings import Perplexity, coerce_section
 
 
-def corpus_tokens(tokenizer, cfg: Mapping[str, Any]) -> np.ndarray:
+def corpus_tokens(tokenizer, cfg: Perplexity | Mapping[str, Any]) -> np.ndarray:
     """Token windows (n_samples x seq_len) of the perplexity corpus.
 
     ``source: hf`` samples a Hugging Face dataset with mlx_lm's own perplexity loader (chat
@@ -20,14 +21,15 @@ def corpus_tokens(tokenizer, cfg: Mapping[str, Any]) -> np.ndarray:
     standard library's docstrings, tokenized with special tokens and cut into windows by
     :func:`compbias.data.corpus.sample_windows` (grid from token 0, corpus order).
     """
-    n, length, seed = int(cfg["n_samples"]), int(cfg["seq_len"]), int(cfg["seed"])
-    if cfg.get("source", "hf") == "hf":
+    cfg = coerce_section(Perplexity, "perplexity", cfg)
+    n, length, seed = cfg.n_samples, cfg.seq_len, cfg.seed
+    if cfg.source == "hf":
         from mlx_lm.perplexity import load_data
 
         np.random.seed(seed)
-        return np.array(load_data(tokenizer, cfg["name"], n, length))
+        return np.array(load_data(tokenizer, cfg.name, n, length))
     try:
-        texts = stdlib_texts() if cfg["source"] == "stdlib" else local_texts(cfg["path"])
+        texts = stdlib_texts() if cfg.source == "stdlib" else local_texts(cfg.path)
         ids = token_stream(tokenizer, texts, add_special_tokens=True)
         return sample_windows(ids, n, length, seed, random_offset=False)
     except (FileNotFoundError, ValueError) as exc:
