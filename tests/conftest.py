@@ -50,7 +50,7 @@ def _offline(monkeypatch):
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """Real `snakemake` on the study in ``workdir`` (its config.yaml), offline."""
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory",
          str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
         text=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 

@@ -61,7 +61,7 @@ def test_dry_run_of_the_paper_study_is_offline(tmp_path):
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
            "no_proxy": "*", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
-    run = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"),
+    run = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "workflow" / "Snakefile"),
                     "--configfile", str(ROOT / "config" / "config.yaml"), env=env)
     assert run.returncode == 0, run.stderr + run.stdout
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -79,7 +79,7 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     cfg["decoding"] = {"temperature": "hot"}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    run = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile"),
+    run = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "workflow" / "Snakefile"),
                     "--configfile", str(path))
     assert run.returncode != 0
     assert "config key 'decoding.temperature': 'hot' is not of type 'number'" in run.stderr + run.stdout

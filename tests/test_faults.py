@@ -209,7 +209,7 @@ def wait_for(condition, timeout=240.0, what=""):
 
 def start(work: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(work),
          "--configfile", str(work / "config.yaml"), *KILL_RUN],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -216,7 +216,7 @@ def test_workflow_plans_the_control(tmp_path, tiny_model):
     from compbias.keys import checkpoint_key  # checkpoints live under a content key of their spec
 
     bf16, noise = (f"results/checkpoints/tiny/{v}/{checkpoint_key(cfg, 'tiny', v)}" for v in ("bf16", "q4-noise"))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory",
                           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-n", "-p",
                           noise], text=True, capture_output=True)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

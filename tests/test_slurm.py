@@ -105,7 +105,7 @@ def snakemake(work: Path, env: dict, *args: str, **kw) -> subprocess.CompletedPr
 
 def _cmd(work: Path, *args: str) -> list[str]:
     # the target first: --default-resources takes all the words after it
-    return [sys.executable, "-m", "snakemake", *args, "-s", str(ROOT / "Snakefile"),
+    return [sys.executable, "-m", "snakemake", *args, "-s", str(ROOT / "workflow" / "Snakefile"),
             "--directory", str(work), "--configfile", str(work / "config.yaml"),
             str(work / "cluster.yaml")]
 

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         from compbias.checks.verify import format_report, study_args, verify_tree
 
         report = verify_tree(args.directory)
-        snakefile = Path(__file__).resolve().parents[2] / "Snakefile"
+        snakefile = Path(__file__).resolve().parents[2] / "workflow" / "Snakefile"
         workdir = Path(args.directory).resolve()
         print(format_report(report, study_args(
             snakefile if snakefile.exists() else None,

@@ -5,11 +5,6 @@ rule virtual_seeds:
         scores=lambda wc: score_shards(wc.model, wc.variant),
     output:
         "results/virtual_seeds/{model}/{variant}.parquet",
-    params:
-        rng=config["decoding"].get("rng", "gumbel"),
-        n_sets=config["analysis"]["expected_sets"],
-        seeds=SEEDS,
-        placebo_seeds=PLACEBO_SEEDS,
     log:
         "logs/virtual_seeds/{model}/{variant}.log",
     benchmark:
@@ -18,6 +13,11 @@ rule virtual_seeds:
     resources:
         mem_mb=config["cluster"]["light_mem_mb"],
         runtime=config["cluster"]["analysis_runtime"],
+    params:
+        rng=config["decoding"].get("rng", "gumbel"),
+        n_sets=config["analysis"]["expected_sets"],
+        seeds=SEEDS,
+        placebo_seeds=PLACEBO_SEEDS,
     script:
         "../scripts/virtual_seeds.py"
 
@@ -31,12 +31,6 @@ rule analysis:
         virtual=virtual_seed_tables(),
     output:
         expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
-    params:
-        baseline=BASELINE,
-        n_seeds=len(SEEDS),
-        cfg=config["analysis"],
-        variants_cfg=config["variants"],
-        outdir="results/analysis",
     log:
         "logs/analysis.log",
     benchmark:
@@ -44,5 +38,12 @@ rule analysis:
     resources:
         mem_mb=config["cluster"]["analysis_mem_mb"],
         runtime=config["cluster"]["analysis_runtime"],
+    params:
+        baseline=BASELINE,
+        n_seeds=len(SEEDS),
+        cfg=config["analysis"],
+        variants_cfg=config["variants"],
+        # the directory of the tables (analysis.py writes every table there)
+        outdir=lambda wc, output: str(Path(output[0]).parent),
     script:
         "../scripts/analysis.py"

@@ -5,9 +5,6 @@ rule scores:
     output:
         # update: kept until its replacement is written (restored if the job fails)
         update("results/scores/{model}/{variant}/{group}/shard={shard}.parquet"),
-    params:
-        decoding=config["decoding"],
-        prompt=config["prompt"],
     log:
         "logs/scores/{model}/{variant}/{group}/shard={shard}.log",
     benchmark:
@@ -17,6 +14,9 @@ rule scores:
         mem_mb=config["cluster"]["model_mem_mb"],
         runtime=config["cluster"]["model_runtime"],
         gpu=config["cluster"]["gpu"],
+    params:
+        decoding=config["decoding"],
+        prompt=config["prompt"],
     script:
         "../scripts/scores.py"
 
@@ -28,20 +28,20 @@ rule answers:
         checkpoint=lambda wc: checkpoint_dir(wc.model, wc.variant),
     output:
         update("results/answers/{model}/{variant}/seed={seed}/shard={shard}.parquet"),
-    params:
-        decoding=config["decoding"],
-        prompt=config["prompt"],
     log:
         "logs/answers/{model}/{variant}/seed={seed}/shard={shard}.log",
     benchmark:
         "results/benchmarks/answers/{model}/{variant}/seed={seed}/shard={shard}.tsv"
+    group:
+        "answers"
     threads: config["runtime"]["threads"]
     resources:
         mem_mb=config["cluster"]["model_mem_mb"],
         runtime=config["cluster"]["model_runtime"],
         gpu=config["cluster"]["gpu"],
-    group:
-        "answers"
+    params:
+        decoding=config["decoding"],
+        prompt=config["prompt"],
     script:
         "../scripts/answers.py"
 
@@ -54,13 +54,6 @@ rule merge:
         # the previous merged table stays until every shard has been checked and the new one
         # written (restored if the merge fails)
         update("results/answers.parquet"),
-    params:
-        models=MODELS,
-        variants=VARIANTS,
-        seeds=SEEDS,
-        placebo_seeds=PLACEBO_SEEDS,
-        baseline=BASELINE,
-        shards=config["shards"],
     log:
         "logs/merge.log",
     benchmark:
@@ -68,5 +61,12 @@ rule merge:
     resources:
         mem_mb=config["cluster"]["light_mem_mb"],
         runtime=config["cluster"]["light_runtime"],
+    params:
+        models=MODELS,
+        variants=VARIANTS,
+        seeds=SEEDS,
+        placebo_seeds=PLACEBO_SEEDS,
+        baseline=BASELINE,
+        shards=config["shards"],
     script:
         "../scripts/merge.py"

@@ -1,9 +1,6 @@
 rule gguf_source:
     output:
         directory("resources/sources/{model}"),
-    params:
-        gguf=lambda wc: model_source(config["models"][wc.model])[1],
-        dtype=lambda wc: config["models"][wc.model].get("dtype", "bfloat16"),
     log:
         "logs/gguf_source/{model}.log",
     benchmark:
@@ -11,6 +8,9 @@ rule gguf_source:
     resources:
         mem_mb=config["cluster"]["checkpoint_mem_mb"],
         runtime=config["cluster"]["checkpoint_runtime"],
+    params:
+        gguf=lambda wc: model_source(config["models"][wc.model])[1],
+        dtype=lambda wc: config["models"][wc.model].get("dtype", "bfloat16"),
     script:
         "../scripts/gguf_source.py"
 
@@ -21,9 +21,6 @@ rule checkpoint:
     output:
         # {ckey}: content key of the source and spec (checkpoint_dir in common.smk)
         maybe_temp(directory("results/checkpoints/{model}/{variant}/{ckey}")),
-    params:
-        spec=lambda wc: build_spec(config["variants"], wc.variant),
-        location=lambda wc, input: checkpoint_source_location(wc, input),
     log:
         "logs/checkpoint/{model}/{variant}/{ckey}.log",
     benchmark:
@@ -33,6 +30,9 @@ rule checkpoint:
         mem_mb=config["cluster"]["checkpoint_mem_mb"],
         runtime=config["cluster"]["checkpoint_runtime"],
         gpu=config["cluster"]["gpu"],
+    params:
+        spec=lambda wc: build_spec(config["variants"], wc.variant),
+        location=lambda wc, input: checkpoint_source_location(wc, input),
     script:
         "../scripts/checkpoint.py"
 
@@ -42,14 +42,16 @@ rule variants_table:
         [checkpoint_dir(m, v) for m in MODELS for v in VARIANTS],
     output:
         "results/variants.parquet",
+    log:
+        "logs/variants_table.log",
+    benchmark:
+        "results/benchmarks/variants_table.tsv"
+    resources:
+        mem_mb=config["cluster"]["light_mem_mb"],
+        runtime=config["cluster"]["light_runtime"],
     params:
         models=MODELS,
         variants=VARIANTS,
         baseline=BASELINE,
-    log:
-        "logs/variants_table.log",
-    resources:
-        mem_mb=config["cluster"]["light_mem_mb"],
-        runtime=config["cluster"]["light_runtime"],
     script:
         "../scripts/variants_table.py"

@@ -3,13 +3,13 @@ import os
 import re
 from pathlib import Path
 
-from compbias.stats.analysis import TABLES
+from compbias.stats.tables import TABLES  # a light module: no statistics imported
 from compbias.config import validate, model_source
 from compbias.keys import checkpoint_key
 from compbias.data.bbq import CATEGORIES as BBQ_FILES
 from compbias.compress.checkpoints import build_spec, variant_kind
 
-validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+validate(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 
 # Before the DAG is built (README "Resuming", "What triggers a rerun"): every input is checked,
 # so a bad one stops the run before any job (and before Snakemake deletes any output); locks of
@@ -24,8 +24,9 @@ onstart:
     # after Snakemake took its lock, before the first job: own the lock, check hub models
     preflight.on_start(config)
 
+
 # Job processes inherit this: importing compbias loads the chosen optimized BLAS before MLX.
-os.environ["COMPBIAS_BLAS"] = config["runtime"]["blas"]
+os.environ.update(COMPBIAS_BLAS=config["runtime"]["blas"])
 
 MODELS = list(config["models"])
 VARIANTS = list(config["variants"])
@@ -63,7 +64,10 @@ def checkpoint_dir(model, variant):
 def answer_shards():
     return [
         f"results/answers/{m}/{v}/seed={s}/shard={k}.parquet"
-        for m in MODELS for v in VARIANTS for s in variant_seeds(v) for k in SHARDS
+        for m in MODELS
+        for v in VARIANTS
+        for s in variant_seeds(v)
+        for k in SHARDS
     ]
 
 
@@ -71,11 +75,19 @@ def score_shards(model, variant):
     """The scores shards of (model, variant) for every study seed's scores group (one group,
     ``fixed``, unless option_order is shuffled): what virtual seed sets draw from."""
     groups = sorted({score_group(s) for s in SEEDS})
-    return [f"results/scores/{model}/{variant}/{g}/shard={k}.parquet" for g in groups for k in SHARDS]
+    return [
+        f"results/scores/{model}/{variant}/{g}/shard={k}.parquet"
+        for g in groups
+        for k in SHARDS
+    ]
 
 
 def virtual_seed_tables():
-    return expand("results/virtual_seeds/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS)
+    return expand(
+        "results/virtual_seeds/{model}/{variant}.parquet",
+        model=MODELS,
+        variant=VARIANTS,
+    )
 
 
 def bbq_files():
@@ -83,7 +95,10 @@ def bbq_files():
     ds = config["dataset"]
     if ds["source"] != "jsonl":
         return []
-    return [ancient(str(Path(ds["path"]) / f"{BBQ_FILES[c]}.jsonl")) for c in ds["categories"]]
+    return [
+        ancient(str(Path(ds["path"]) / f"{BBQ_FILES[c]}.jsonl"))
+        for c in ds["categories"]
+    ]
 
 
 def checkpoint_source(wildcards):
@@ -94,7 +109,8 @@ def checkpoint_source(wildcards):
         return []
     if "base" in spec:
         return [checkpoint_dir(wildcards.model, spec["base"])]
-    if variant_kind(spec) in ("prune", "perturb"):  # these read a local checkpoint: the baseline's
+    # prune and perturb read a local checkpoint: the baseline's
+    if variant_kind(spec) in ("prune", "perturb"):
         return [checkpoint_dir(wildcards.model, BASELINE)]
     kind, location = model_source(config["models"][wildcards.model])
     if kind == "gguf":
@@ -116,7 +132,28 @@ ANALYSIS_TABLES = [t for t in TABLES if PERPLEXITY or t != "perplexity"]
 def perplexity_tables():
     if not PERPLEXITY:
         return []
-    return expand("results/perplexity/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS)
+    return expand(
+        "results/perplexity/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS
+    )
+
+
+# results/figures/{figure}.png and .pdf (rule figures, report.smk)
+FIGURES = [
+    "dose_response",
+    "transitions",
+    "perplexity_vs_bias",
+    "category_heatmap",
+    "pruning",
+]
+
+
+def report_table_source(table):
+    """The Parquet table beside the CSV that report_tables copies (results/rates.csv for rates)."""
+    return (
+        "results/rates.parquet"
+        if table == "rates"
+        else f"results/analysis/{table}.parquet"
+    )
 
 
 def maybe_temp(path):
@@ -126,11 +163,15 @@ def maybe_temp(path):
 def all_outputs():
     # The shards are targets themselves so that a deleted shard is rebuilt (and everything
     # downstream of it), rather than skipped as a no-longer-needed intermediate.
-    return answer_shards() + [
-        "results/items.parquet",
-        "results/answers.parquet",
-        "results/variants.parquet",
-        "results/rates.parquet",
-    ] + expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES) + expand(
-        "results/figures/{figure}.{ext}", figure=FIGURES, ext=("png", "pdf")  # FIGURES: report.smk
-    ) + ["results/summary.md"]
+    return (
+        answer_shards()
+        + [
+            "results/items.parquet",
+            "results/answers.parquet",
+            "results/variants.parquet",
+            "results/rates.parquet",
+        ]
+        + expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES)
+        + expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=("png", "pdf"))
+        + ["results/summary.md"]
+    )

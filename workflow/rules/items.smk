@@ -7,10 +7,6 @@ rule items:
         items_table="results/items.parquet",
         unresolved="results/items_unresolved.csv",
         disagreements="results/items_target_disagreements.csv",
-    params:
-        dataset=config["dataset"],
-        shards=config["shards"],
-        data=PREFLIGHT.digest,
     log:
         "logs/items.log",
     benchmark:
@@ -18,5 +14,9 @@ rule items:
     resources:
         mem_mb=config["cluster"]["light_mem_mb"],
         runtime=config["cluster"]["light_runtime"],
+    params:
+        dataset=config["dataset"],
+        shards=config["shards"],
+        data=PREFLIGHT.digest,
     script:
         "../scripts/items.py"

@@ -3,13 +3,15 @@ rule perplexity_corpus:
         checkpoint=lambda wc: checkpoint_dir(wc.model, BASELINE),
     output:
         "results/perplexity/{model}/corpus.parquet",
-    params:
-        cfg=config["perplexity"],
     log:
         "logs/perplexity/{model}/corpus.log",
+    benchmark:
+        "results/benchmarks/perplexity_corpus/{model}.tsv"
     resources:
         mem_mb=config["cluster"]["light_mem_mb"],
         runtime=config["cluster"]["light_runtime"],
+    params:
+        cfg=config["perplexity"],
     script:
         "../scripts/perplexity_corpus.py"
 
@@ -20,8 +22,6 @@ rule perplexity:
         checkpoint=lambda wc: checkpoint_dir(wc.model, wc.variant),
     output:
         "results/perplexity/{model}/{variant}.parquet",
-    params:
-        batch_size=config["perplexity"]["batch_size"],
     log:
         "logs/perplexity/{model}/{variant}.log",
     benchmark:
@@ -31,5 +31,7 @@ rule perplexity:
         mem_mb=config["cluster"]["model_mem_mb"],
         runtime=config["cluster"]["model_runtime"],
         gpu=config["cluster"]["gpu"],
+    params:
+        batch_size=config["perplexity"]["batch_size"],
     script:
         "../scripts/perplexity.py"

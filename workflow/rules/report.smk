@@ -1,7 +1,6 @@
 # Figures, the Markdown summary and the tables shown in the Snakemake report
 # (snakemake --report report.html, whose front page is workflow/report/workflow.rst).
 
-FIGURES = ["dose_response", "transitions", "perplexity_vs_bias", "category_heatmap", "pruning"]
 FIGURE_LABELS = {
     "dose_response": "answer roles vs precision",
     "transitions": "emergence, expected range, direction",
@@ -13,23 +12,38 @@ HAS_PRUNING = any(variant_kind(spec) == "prune" for spec in config["variants"].v
 # tables copied to results/report_tables/ and shown in the report (rates is results/rates.csv,
 # the others results/analysis/{table}.csv)
 REPORT_TABLES = (
-    ["rates", "transitions", "expected_emergence", "direction_tests", "excess_emergence", "bias_scores",
-     "regression_coefficients"]
+    [
+        "rates",
+        "transitions",
+        "expected_emergence",
+        "direction_tests",
+        "excess_emergence",
+        "bias_scores",
+        "regression_coefficients",
+    ]
     + (["perplexity"] if PERPLEXITY else [])
     + (["sparsity_coefficients"] if HAS_PRUNING else [])
 )
 
 # analysis tables the summary reads
 SUMMARY_TABLES = [
-    t for t in ANALYSIS_TABLES
-    if t in ("transitions", "expected_emergence", "direction_tests", "noise_floor", "bias_scores",
-             "regression_coefficients",
-             "regression_tests", "role_flows", "sparsity_coefficients", "sparsity_tests", "perplexity")
+    t
+    for t in ANALYSIS_TABLES
+    if t
+    in (
+        "transitions",
+        "expected_emergence",
+        "direction_tests",
+        "noise_floor",
+        "bias_scores",
+        "regression_coefficients",
+        "regression_tests",
+        "role_flows",
+        "sparsity_coefficients",
+        "sparsity_tests",
+        "perplexity",
+    )
 ]
-
-
-def report_table_source(table):
-    return "results/rates.parquet" if table == "rates" else f"results/analysis/{table}.parquet"
 
 
 rule figures:
@@ -52,13 +66,13 @@ rule figures:
             for name in FIGURES
         },
         pdf=expand("results/figures/{name}.pdf", name=FIGURES),
-    params:
-        baseline=BASELINE,
-        variants_cfg=config["variants"],
     log:
         "logs/figures.log",
     benchmark:
         "results/benchmarks/figures.tsv"
+    params:
+        baseline=BASELINE,
+        variants_cfg=config["variants"],
     script:
         "../scripts/figures.py"
 
@@ -78,39 +92,32 @@ rule report_tables:
         },
     log:
         "logs/report_tables.log",
-    run:
-        # the CSV written beside each Parquet table (compbias.io.write_parquet, csv=True) is
-        # complete whenever the Parquet file exists; copy it via a temporary name
-        import shutil
-
-        with open(log[0], "w") as fh:
-            for table in REPORT_TABLES:
-                src = Path(input[table]).with_suffix(".csv")
-                if not src.exists():
-                    raise FileNotFoundError(f"{src}: missing (written with {input[table]}); rerun its rule")
-                dst = Path(output[table])
-                tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
-                print(f"{src} -> {dst}", file=fh)
+    benchmark:
+        "results/benchmarks/report_tables.tsv"
+    params:
+        tables=REPORT_TABLES,
+    script:
+        "../scripts/report_tables.py"
 
 
 rule summary:
     input:
-        rates="results/rates.parquet",
-        variants="results/variants.parquet",
         **{table: f"results/analysis/{table}.parquet" for table in SUMMARY_TABLES},
         # not read: depending on them puts the report tables in the DAG of `all`, so that
         # `snakemake --report` includes them
+        rates="results/rates.parquet",
+        variants="results/variants.parquet",
         report_tables=expand("results/report_tables/{table}.csv", table=REPORT_TABLES),
     output:
-        report("results/summary.md", caption="../report/summary.rst", category="Summary"),
-    params:
-        baseline=BASELINE,
-        variants_cfg=config["variants"],
+        report(
+            "results/summary.md", caption="../report/summary.rst", category="Summary"
+        ),
     log:
         "logs/summary.log",
     benchmark:
         "results/benchmarks/summary.tsv"
+    params:
+        baseline=BASELINE,
+        variants_cfg=config["variants"],
     script:
         "../scripts/summary.py"

@@ -3,10 +3,12 @@
 
 
 rule verify:
+    log:
+        "logs/verify.log",
+    localrule: True
     params:
         snakefile=workflow.main_snakefile,
         workdir=os.getcwd(),
         configfiles=[str(p) for p in workflow.overwrite_configfiles],
-    localrule: True
     script:
         "../scripts/verify.py"

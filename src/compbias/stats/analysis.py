@@ -15,16 +15,8 @@ from compbias.stats.perplexity_stats import perplexity_summary
 from compbias.stats.regression import dose_response, sparsity_response, transition_model
 from compbias.stats.transitions import (excess_emergence, item_table, noise_floor, paired_tests,
                           probability_shifts, role_flows, transitions)
+from compbias.stats.tables import TABLES  # noqa: F401 (the table names, re-exported)
 from compbias.stats.virtual_seeds import VIRTUAL_SCHEMA
-
-#: Table name -> what it holds (README and report captions use these names).
-TABLES = (
-    "bias_scores", "items_by_variant", "transitions", "role_flows", "noise_floor",
-    "excess_emergence", "expected_emergence", "direction_tests", "probability_shift_items",
-    "probability_shifts", "paired_tests",
-    "regression_coefficients", "regression_tests", "transition_model", "sparsity_coefficients",
-    "sparsity_tests", "perplexity",
-)
 
 
 def analyse(answers: pl.DataFrame, items: pl.DataFrame, variants: pl.DataFrame,
