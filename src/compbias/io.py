@@ -18,6 +18,16 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def copy_file(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` to ``dst`` through a temporary sibling, so ``dst`` appears only complete."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(dst)
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
 @contextmanager
 def atomic_dir(out: str | Path, replace: bool = True) -> Iterator[Path]:
     """Yield a not-yet-existing temporary sibling of directory ``out`` to build in; when the block

@@ -75,11 +75,7 @@ def score_shards(model, variant):
     """The scores shards of (model, variant) for every study seed's scores group (one group,
     ``fixed``, unless option_order is shuffled): what virtual seed sets draw from."""
     groups = sorted({score_group(s) for s in SEEDS})
-    return [
-        f"results/scores/{model}/{variant}/{g}/shard={k}.parquet"
-        for g in groups
-        for k in SHARDS
-    ]
+    return [f"results/scores/{model}/{variant}/{g}/shard={k}.parquet" for g in groups for k in SHARDS]
 
 
 def virtual_seed_tables():
@@ -95,10 +91,7 @@ def bbq_files():
     ds = config["dataset"]
     if ds["source"] != "jsonl":
         return []
-    return [
-        ancient(str(Path(ds["path"]) / f"{BBQ_FILES[c]}.jsonl"))
-        for c in ds["categories"]
-    ]
+    return [ancient(str(Path(ds["path"]) / f"{BBQ_FILES[c]}.jsonl")) for c in ds["categories"]]
 
 
 def checkpoint_source(wildcards):
@@ -132,9 +125,7 @@ ANALYSIS_TABLES = [t for t in TABLES if PERPLEXITY or t != "perplexity"]
 def perplexity_tables():
     if not PERPLEXITY:
         return []
-    return expand(
-        "results/perplexity/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS
-    )
+    return expand("results/perplexity/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS)
 
 
 # results/figures/{figure}.png and .pdf (rule figures, report.smk)
@@ -149,11 +140,7 @@ FIGURES = [
 
 def report_table_source(table):
     """The Parquet table beside the CSV that report_tables copies (results/rates.csv for rates)."""
-    return (
-        "results/rates.parquet"
-        if table == "rates"
-        else f"results/analysis/{table}.parquet"
-    )
+    return "results/rates.parquet" if table == "rates" else f"results/analysis/{table}.parquet"
 
 
 def maybe_temp(path):

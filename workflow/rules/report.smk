@@ -109,9 +109,7 @@ rule summary:
         variants="results/variants.parquet",
         report_tables=expand("results/report_tables/{table}.csv", table=REPORT_TABLES),
     output:
-        report(
-            "results/summary.md", caption="../report/summary.rst", category="Summary"
-        ),
+        report("results/summary.md", caption="../report/summary.rst", category="Summary"),
     log:
         "logs/summary.log",
     benchmark:
