@@ -55,10 +55,12 @@ class Measurement:
 
 
 def parse(argv=None) -> Settings:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.analysis", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=911_100,
-                    help="answers (default 911100 = the study; 9111000 = 10x the items)")
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--rows", type=int, default=911_100, help="answers (default 911100 = the study; 9111000 = 10x the items)"
+    )
     ap.add_argument("--keep", default=None, help="write the shards here and keep them")
     args = ap.parse_args(argv)
     return Settings(rows=args.rows, keep=args.keep)
@@ -68,12 +70,12 @@ def run(s: Settings) -> Measurement:
     """Simulate, write shards, then merge -> rates -> transitions -> regression, each timed.
 
     Prints one progress line per step as it finishes (the steps take seconds to minutes)."""
-    from compbias.io import write_parquet
     from compbias.inference.merge import merge_answers
+    from compbias.io import write_parquet
     from compbias.stats.metrics import rates
     from compbias.stats.regression import dose_response
-    from compbias.testing.synthetic import synthetic_answers
     from compbias.stats.transitions import item_table, transitions
+    from compbias.testing.synthetic import synthetic_answers
 
     per_item = len(MODELS) * len(VARIANTS) * len(SEEDS)
     n_items = max(1, round(s.rows / per_item))
@@ -91,29 +93,33 @@ def run(s: Settings) -> Measurement:
 
     root = Path(s.keep) if s.keep else Path(tempfile.mkdtemp(prefix="compbias-analysis-"))
     answers_dir = root / "results" / "answers"
-    print(f"{n_items} items x {len(MODELS)} models x {len(VARIANTS)} variants x {len(SEEDS)} seeds "
-          f"= {n_items * per_item} answers; shards under {answers_dir}")
+    print(
+        f"{n_items} items x {len(MODELS)} models x {len(VARIANTS)} variants x {len(SEEDS)} seeds "
+        f"= {n_items * per_item} answers; shards under {answers_dir}"
+    )
     print(f"  {'step':<14}{'seconds':>11}{'peak RSS':>13}  notes")
     try:
         answers, items, variants = step(
-            "simulate", lambda: synthetic_answers(n_items, MODELS, VARIANTS, list(SEEDS), seed=1),
-            lambda r: f"{r[0].height} rows, {r[0].estimated_size('mb'):.0f} MB in memory")
+            "simulate",
+            lambda: synthetic_answers(n_items, MODELS, VARIANTS, list(SEEDS), seed=1),
+            lambda r: f"{r[0].height} rows, {r[0].estimated_size('mb'):.0f} MB in memory",
+        )
 
         def write_shards():
             paths = []
-            parts = answers.partition_by("model", "variant", "seed", "shard", as_dict=True)
+            parts = answers.partition_by("model", "variant", "seed", "shard", as_dict=True)  # noqa: F821 (deleted after use)
             for (model, variant, seed, shard), df in parts.items():
                 path = answers_dir / model / variant / f"seed={seed}" / f"shard={shard}.parquet"
                 write_parquet(df.drop("model", "variant", "placebo"), path)
                 paths.append(path)
             return sorted(paths)
 
-        paths = step("write shards", write_shards,
-                     lambda r: f"{len(r)} files, {sum(p.stat().st_size for p in r) / 2**20:.0f} MB")
+        paths = step(
+            "write shards", write_shards, lambda r: f"{len(r)} files, {sum(p.stat().st_size for p in r) / 2**20:.0f} MB"
+        )
         del answers
         t_analysis = time.perf_counter()
-        merged = step("merge", lambda: merge_answers(paths, items, [], "bf16"),
-                      lambda r: f"{r.height} rows")
+        merged = step("merge", lambda: merge_answers(paths, items, [], "bf16"), lambda r: f"{r.height} rows")
         out["rates"] = step("rates", lambda: rates(merged), lambda r: f"{r.height} rows")
 
         def trans():
@@ -121,17 +127,24 @@ def run(s: Settings) -> Measurement:
             return tbl, transitions(tbl, "bf16")
 
         out["items"], out["transitions"] = step(
-            "transitions", trans, lambda r: f"item table {r[0].height} rows, transitions {r[1].height}")
+            "transitions", trans, lambda r: f"item table {r[0].height} rows, transitions {r[1].height}"
+        )
         out["regression"] = step(
-            "regression", lambda: dose_response(merged, variants),
-            lambda r: f"{r['coefficients'].height} coefficients, {r['tests'].height} tests")
+            "regression",
+            lambda: dose_response(merged, variants),
+            lambda r: f"{r['coefficients'].height} coefficients, {r['tests'].height} tests",
+        )
         seconds = time.perf_counter() - t_analysis
     finally:
         if not s.keep:
             shutil.rmtree(root, ignore_errors=True)
-    return Measurement(n_answers=n_items * per_item, steps=steps, seconds=seconds,
-                       coefficients=out["regression"]["coefficients"],
-                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return Measurement(
+        n_answers=n_items * per_item,
+        steps=steps,
+        seconds=seconds,
+        coefficients=out["regression"]["coefficients"],
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
 
 
 def report(m: Measurement) -> None:
@@ -140,8 +153,10 @@ def report(m: Measurement) -> None:
     slope = coefs.filter((pl.col("spec") == "bits_cluster") & (pl.col("term") == "bits"))
     if slope.height:
         r = slope.row(0, named=True)
-        print(f"check: bits_cluster slope {r['coef']:.4f} (planted -0.2 conditional on item; "
-              f"marginal is attenuated), se {r['se']:.4f}, clusters {r['n_clusters']}")
+        print(
+            f"check: bits_cluster slope {r['coef']:.4f} (planted -0.2 conditional on item; "
+            f"marginal is attenuated), se {r['se']:.4f}, clusters {r['n_clusters']}"
+        )
     print(f"analysis (merge..regression) {m.seconds:.2f} s; process peak RSS {m.peak_rss_mb:.0f} MB")
     print(f"RESULT rows={m.n_answers} seconds={m.seconds:.2f} peak_rss_mb={m.peak_rss_mb:.0f}")
 

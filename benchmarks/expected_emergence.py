@@ -26,11 +26,13 @@ from compbias.stats.emergence import expected_emergence
 from compbias.stats.virtual_seeds import virtual_outcomes
 
 
-def synthetic_scores(n_items: int, seed: int, tilt: float = 0.0, max_head: int = 64) -> tuple[pl.DataFrame, pl.DataFrame]:
+def synthetic_scores(
+    n_items: int, seed: int, tilt: float = 0.0, max_head: int = 64
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(scores, items) of ``n_items`` items; ``tilt`` moves log-odds toward letter "A" (biased)."""
     rng = np.random.default_rng(seed)
     ids, probs, letters = [], [], []
-    for i in range(n_items):
+    for _ in range(n_items):
         width = int(rng.integers(1, max_head + 1))
         logits = rng.normal(0, 3, width)
         logits[0] += tilt  # token 100 is the letter "A", the biased option
@@ -42,23 +44,43 @@ def synthetic_scores(n_items: int, seed: int, tilt: float = 0.0, max_head: int =
         probs.append(p[order].tolist())
         letters.append([("A", "B", "C")[t - 100] if t < 103 else None for t in tok])
     item_ids = [f"age-{i}" for i in range(n_items)]
-    scores = pl.DataFrame({"item_id": item_ids, "top_ids": ids, "top_probs": probs, "top_letters": letters,
-                           "perm": [[0, 1, 2]] * n_items, "n_vocab": [49152] * n_items},
-                          schema_overrides={"top_letters": pl.List(pl.String)})  # fmt: skip
-    items = pl.DataFrame({"item_id": item_ids, "category": ["age"] * n_items, "unknown_idx": [2] * n_items,
-                          "biased_idx": [0] * n_items, "anti_idx": [1] * n_items})  # fmt: skip
+    scores = pl.DataFrame(
+        {
+            "item_id": item_ids,
+            "top_ids": ids,
+            "top_probs": probs,
+            "top_letters": letters,
+            "perm": [[0, 1, 2]] * n_items,
+            "n_vocab": [49152] * n_items,
+        },
+        schema_overrides={"top_letters": pl.List(pl.String)},
+    )
+    items = pl.DataFrame(
+        {
+            "item_id": item_ids,
+            "category": ["age"] * n_items,
+            "unknown_idx": [2] * n_items,
+            "biased_idx": [0] * n_items,
+            "anti_idx": [1] * n_items,
+        }
+    )
     return scores, items
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.expected_emergence", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.expected_emergence",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--items", type=int, default=12_148)
     ap.add_argument("--sets", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rng", default="gumbel")
-    ap.add_argument("--max-head", type=int, default=64, help="heads of 1..N tokens (SmolLM2 demo: median 6 at q8, 14 at q4)")
+    ap.add_argument(
+        "--max-head", type=int, default=64, help="heads of 1..N tokens (SmolLM2 demo: median 6 at q8, 14 at q4)"
+    )
     a = ap.parse_args(argv)
     base, items = synthetic_scores(a.items, 0, max_head=a.max_head)
     var, _ = synthetic_scores(a.items, 0, tilt=0.5, max_head=a.max_head)
@@ -67,17 +89,25 @@ def main(argv=None) -> None:
     vb = virtual_outcomes({"fixed": base}, items, a.rng, a.sets, seeds, threads=a.threads)
     draw, draw_cpu = time.perf_counter() - t0, time.process_time() - c0
     vv = virtual_outcomes({"fixed": var}, items, a.rng, a.sets, seeds, threads=a.threads)
-    virtual = pl.concat([vb.with_columns(model=pl.lit("m"), variant=pl.lit("bf16")),
-                         vv.with_columns(model=pl.lit("m"), variant=pl.lit("q4"))])  # fmt: skip
+    virtual = pl.concat(
+        [
+            vb.with_columns(model=pl.lit("m"), variant=pl.lit("bf16")),
+            vv.with_columns(model=pl.lit("m"), variant=pl.lit("q4")),
+        ]
+    )
     t1 = time.perf_counter()
     ee = expected_emergence(virtual, items, "bf16")
     combine = time.perf_counter() - t1
     r = ee.filter(pl.col("category") == "all").row(0, named=True)
-    print(f"one checkpoint: {draw:.1f} s wall ({draw_cpu:.1f} s CPU) for {a.sets * a.seeds * a.items:,} draws; "
-          f"combine {combine:.2f} s; "
-          f"expected {r['expected_mean']:.3f} [{r['expected_lo']:.3f}, {r['expected_hi']:.3f}]")  # fmt: skip
-    print(f"RESULT items={a.items} sets={a.sets} seeds={a.seeds} draw_seconds={draw:.1f} draw_cpu_seconds={draw_cpu:.1f} "
-          f"combine_seconds={combine:.2f} peak_rss_mb={vm_hwm_mb():.0f}")
+    print(
+        f"one checkpoint: {draw:.1f} s wall ({draw_cpu:.1f} s CPU) for {a.sets * a.seeds * a.items:,} draws; "
+        f"combine {combine:.2f} s; "
+        f"expected {r['expected_mean']:.3f} [{r['expected_lo']:.3f}, {r['expected_hi']:.3f}]"
+    )
+    print(
+        f"RESULT items={a.items} sets={a.sets} seeds={a.seeds} draw_seconds={draw:.1f} draw_cpu_seconds={draw_cpu:.1f} "
+        f"combine_seconds={combine:.2f} peak_rss_mb={vm_hwm_mb():.0f}"
+    )
 
 
 if __name__ == "__main__":

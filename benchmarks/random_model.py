@@ -12,13 +12,13 @@ the mean first-token letter probability at temperature --temp is --letter-mass, 
 
 from __future__ import annotations
 
-import compbias  # noqa: F401  (optimized BLAS before MLX on a Linux CPU)
 import argparse
 import json
 import shutil
 import time
 from pathlib import Path
 
+import compbias  # noqa: F401  (optimized BLAS before MLX on a Linux CPU)
 from compbias.inference.answering import PromptSpec
 from compbias.testing.tiny import SHAPES, build_random_model
 
@@ -35,8 +35,11 @@ def probe_prompts(tokenizer_dir: str, data: str | None, n: int) -> list[list[int
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.random_model", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.random_model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("out")
     ap.add_argument("--tokenizer", required=True, help="directory with tokenizer.json and chat template")
     ap.add_argument("--shape", default="mistral-7b", help=f"one of {sorted(SHAPES)} or a JSON dict")
@@ -51,9 +54,16 @@ def main(argv=None) -> None:
     shape = SHAPES.get(args.shape) or json.loads(args.shape)
     out = Path(args.out)
     t = time.perf_counter()
-    base = build_random_model(out / "bf16", shape, tokenizer_dir=args.tokenizer, seed=args.seed,
-                              probes=probe_prompts(args.tokenizer, args.data, args.probes),
-                              letter_mass=args.letter_mass, temperature=args.temp, dtype="bfloat16")
+    base = build_random_model(
+        out / "bf16",
+        shape,
+        tokenizer_dir=args.tokenizer,
+        seed=args.seed,
+        probes=probe_prompts(args.tokenizer, args.data, args.probes),
+        letter_mass=args.letter_mass,
+        temperature=args.temp,
+        dtype="bfloat16",
+    )
     print(f"{base}: {args.shape}, {time.perf_counter() - t:.1f} s")
     from mlx_lm import convert
 

@@ -28,9 +28,23 @@ ACCEPTED = {"Specify a conda environment or container for each rule."}
 def lint(configfile: Path) -> tuple[subprocess.CompletedProcess, list[tuple[str, str]]]:
     """Run Snakemake's linter on the workflow with ``configfile``: the run and its findings,
     (where, title) for each, where being a snakefile or "rule NAME (line N, FILE)"."""
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(ROOT),
-                          "--lint", "text", "--configfile", str(configfile)],
-                         text=True, capture_output=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(SNAKEFILE),
+            "--directory",
+            str(ROOT),
+            "--lint",
+            "text",
+            "--configfile",
+            str(configfile),
+        ],
+        text=True,
+        capture_output=True,
+    )
     rows, where = [], None
     for line in (run.stderr + run.stdout).splitlines():
         if m := re.fullmatch(r"Lints for (.+):", line):

@@ -37,8 +37,9 @@ def study_items(data: Path, n_shards: int = 1) -> pl.DataFrame:
     BBQ copy in ``data``."""
     dataset = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())["dataset"]
     cats = dataset["categories"]
-    return bbq.load_items(bbq.jsonl_records(data, cats), cats, dataset["conditions"], n_shards,
-                          dataset["limit_per_category"])
+    return bbq.load_items(
+        bbq.jsonl_records(data, cats), cats, dataset["conditions"], n_shards, dataset["limit_per_category"]
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -50,9 +51,22 @@ def _offline(monkeypatch):
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """Real `snakemake` on the study in ``workdir`` (its config.yaml), offline."""
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory",
-         str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
-        text=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "workflow" / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            *args,
+        ],
+        text=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 @pytest.fixture(scope="session")

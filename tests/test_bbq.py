@@ -10,14 +10,24 @@ CATS = ["age", "gender_identity", "race_ethnicity", "religion", "ses"]
 
 def record(**kw):
     rec = {
-        "example_id": 3, "question_index": "7", "question_polarity": "neg",
-        "context_condition": "ambig", "category": "SES",
-        "answer_info": {"ans0": ["banker", "highSES"], "ans1": ["Unknown", "unknown"],
-                        "ans2": ["janitor", "lowSES"]},
-        "additional_metadata": {"subcategory": "Occupation", "stereotyped_groups": ["low SES"],
-                                "version": "a", "source": "x"},
-        "context": "ctx", "question": "q?", "ans0": "The banker", "ans1": "Unknown",
-        "ans2": "The janitor", "label": 1,
+        "example_id": 3,
+        "question_index": "7",
+        "question_polarity": "neg",
+        "context_condition": "ambig",
+        "category": "SES",
+        "answer_info": {"ans0": ["banker", "highSES"], "ans1": ["Unknown", "unknown"], "ans2": ["janitor", "lowSES"]},
+        "additional_metadata": {
+            "subcategory": "Occupation",
+            "stereotyped_groups": ["low SES"],
+            "version": "a",
+            "source": "x",
+        },
+        "context": "ctx",
+        "question": "q?",
+        "ans0": "The banker",
+        "ans1": "Unknown",
+        "ans2": "The janitor",
+        "label": 1,
     }
     rec.update(kw)
     return rec
@@ -35,10 +45,16 @@ def test_nonnegative_question_biased_answer_is_the_other_group():
     assert (row["target_idx"], row["biased_idx"], row["anti_idx"]) == (2, 0, 2)
 
 
-@pytest.mark.parametrize("tag,group,expect", [
-    ("F-Black", "Black", 0), ("woman", "F", 0), ("trans_F", "trans", 0),
-    ("nonOld", "nonOld", 0), ("African", "African American", None),
-])
+@pytest.mark.parametrize(
+    "tag,group,expect",
+    [
+        ("F-Black", "Black", 0),
+        ("woman", "F", 0),
+        ("trans_F", "trans", 0),
+        ("nonOld", "nonOld", 0),
+        ("African", "African American", None),
+    ],
+)
 def test_tag_normalisation(tag, group, expect):
     info = {"ans0": ["x", tag], "ans1": ["y", "zzz"], "ans2": ["?", "unknown"]}
     assert bbq.derive_target(info, [group])[0] == expect
@@ -55,8 +71,7 @@ def test_hf_style_record_with_target_label(tmp_path):
     hf = record(target_label=2, category="SES")
     row = bbq.parse_record(hf, "hf:0")
     assert row["source_target_idx"] == 2
-    items = bbq.load_items([("hf:0", hf), ("hf:1", record(example_id=4, target_label=0))],
-                           ["ses"], ["ambig"], 2)
+    items = bbq.load_items([("hf:0", hf), ("hf:1", record(example_id=4, target_label=0))], ["ses"], ["ambig"], 2)
     unresolved, disagree = bbq.target_report(items)
     assert disagree["item_id"].to_list() == ["ses-4"]
 
@@ -74,16 +89,15 @@ def test_broken_record_names_file_and_line(tmp_path):
 
 def test_shard_is_stable_and_independent_of_order(shared_bbq):
     assert bbq.stable_shard("age-0", 8) == bbq.stable_shard("age-0", 8)
-    items = bbq.load_items(bbq.jsonl_records(shared_bbq, ["age", "ses"]), ["age", "ses"],
-                           ["ambig", "disambig"], 4)
-    rev = bbq.load_items(reversed(list(bbq.jsonl_records(shared_bbq, ["age", "ses"]))),
-                         ["age", "ses"], ["ambig", "disambig"], 4)
+    items = bbq.load_items(bbq.jsonl_records(shared_bbq, ["age", "ses"]), ["age", "ses"], ["ambig", "disambig"], 4)
+    rev = bbq.load_items(
+        reversed(list(bbq.jsonl_records(shared_bbq, ["age", "ses"]))), ["age", "ses"], ["ambig", "disambig"], 4
+    )
     assert dict(zip(items["item_id"], items["shard"])) == dict(zip(rev["item_id"], rev["shard"]))
 
 
 def test_limit_and_conditions(shared_bbq):
-    items = bbq.load_items(bbq.jsonl_records(shared_bbq, ["age"]), ["age"], ["ambig"], 1,
-                           limit_per_category=2)
+    items = bbq.load_items(bbq.jsonl_records(shared_bbq, ["age"]), ["age"], ["ambig"], 1, limit_per_category=2)
     assert items["item_id"].to_list() == ["age-0", "age-2"]  # Age.jsonl alternates ambig/disambig
     assert set(items["condition"]) == {"ambig"}
 
@@ -93,13 +107,13 @@ def test_real_bbq_counts_and_unresolved_targets(shared_bbq):
     items = bbq.load_items(bbq.jsonl_records(shared_bbq, CATS), CATS, ["ambig"], 8)
     assert items.height == 12148
     counts = dict(items.group_by("category").len().iter_rows())
-    assert counts == {"age": 1840, "gender_identity": 2836, "race_ethnicity": 3440,
-                      "religion": 600, "ses": 3432}
+    assert counts == {"age": 1840, "gender_identity": 2836, "race_ethnicity": 3440, "religion": 600, "ses": 3432}
     assert (items["label"] == items["unknown_idx"]).all()
     # Independently: an item's target is unresolved exactly when zero or two of its group tags
     # match a stereotyped group (compared case- and punctuation-insensitively).
-    raw = pl.concat([pl.read_ndjson(shared_bbq / f"{bbq.CATEGORIES[c]}.jsonl") for c in CATS],
-                    how="diagonal_relaxed").filter(pl.col("context_condition") == "ambig")
+    raw = pl.concat(
+        [pl.read_ndjson(shared_bbq / f"{bbq.CATEGORIES[c]}.jsonl") for c in CATS], how="diagonal_relaxed"
+    ).filter(pl.col("context_condition") == "ambig")
     ambiguous = set()
     for r in raw.iter_rows(named=True):
         groups = {bbq._norm(g) for g in r["additional_metadata"]["stereotyped_groups"]}

@@ -22,10 +22,20 @@ def built(tmp_path_factory, tiny_model) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
     out = {v: root / v for v in ORDER}
     build_checkpoint(str(tiny_model), out["bf16"], {"dtype": "bfloat16"}, "tiny", "bf16")
-    build_checkpoint(str(out["bf16"]), out["magnitude-50"],
-                     {"prune": {"method": "magnitude", "sparsity": 0.5}}, "tiny", "magnitude-50")
-    build_checkpoint(str(out["magnitude-50"]), out["magnitude-50-q4"],
-                     {"base": "magnitude-50", "quantize": {"bits": 4, "group_size": 64}}, "tiny", "magnitude-50-q4")
+    build_checkpoint(
+        str(out["bf16"]),
+        out["magnitude-50"],
+        {"prune": {"method": "magnitude", "sparsity": 0.5}},
+        "tiny",
+        "magnitude-50",
+    )
+    build_checkpoint(
+        str(out["magnitude-50"]),
+        out["magnitude-50-q4"],
+        {"base": "magnitude-50", "quantize": {"bits": 4, "group_size": 64}},
+        "tiny",
+        "magnitude-50-q4",
+    )
     return out
 
 
@@ -47,8 +57,23 @@ def test_one_manifest_with_a_pruning_section(built):
 
 def test_variants_table_reads_the_pruning_section(built):
     t = variants_table([built[v] for v in ORDER], ORDER, "bf16")
-    assert t.columns == ["model", "variant", "kind", "bits", "group_size", "mode", "dtype", "size_bytes",
-                         "n_params", "is_baseline", "order", "method", "target_sparsity", "sparsity", "like"]
+    assert t.columns == [
+        "model",
+        "variant",
+        "kind",
+        "bits",
+        "group_size",
+        "mode",
+        "dtype",
+        "size_bytes",
+        "n_params",
+        "is_baseline",
+        "order",
+        "method",
+        "target_sparsity",
+        "sparsity",
+        "like",
+    ]
     rows = {r["variant"]: r for r in t.iter_rows(named=True)}
     assert rows["bf16"]["method"] is None and rows["bf16"]["sparsity"] is None
     for v in ("magnitude-50", "magnitude-50-q4"):
@@ -58,9 +83,22 @@ def test_variants_table_reads_the_pruning_section(built):
 
 
 def test_manifest_from_before_the_pruning_section(tmp_path):
-    flat = {"model": "tiny", "variant": "w", "kind": "prune", "bits": 16.0, "method": "wanda",
-            "target_sparsity": 0.5, "sparsity": 0.5002, "layer_sparsity": {"a": 0.5}, "zeroed": 5,
-            "prunable": 10, "granularity": "row", "mask_seed": None, "calibration": {"seed": 0}, "seconds": 1.0}
+    flat = {
+        "model": "tiny",
+        "variant": "w",
+        "kind": "prune",
+        "bits": 16.0,
+        "method": "wanda",
+        "target_sparsity": 0.5,
+        "sparsity": 0.5002,
+        "layer_sparsity": {"a": 0.5},
+        "zeroed": 5,
+        "prunable": 10,
+        "granularity": "row",
+        "mask_seed": None,
+        "calibration": {"seed": 0},
+        "seconds": 1.0,
+    }
     (tmp_path / MANIFEST).write_text(json.dumps(flat))
     m = read_manifest(tmp_path)
     assert m["pruning"]["method"] == "wanda" and m["pruning"]["sparsity"] == 0.5002 and "method" not in m

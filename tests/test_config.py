@@ -1,45 +1,54 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from compbias.config import ConfigError, validate
-from conftest import ROOT
 
 
 def base():
-    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text().replace(
-        ".test/", str(ROOT / ".test") + "/"))
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text().replace(".test/", str(ROOT / ".test") + "/"))
     cfg["models"]["tiny"] = {"path": str(ROOT / ".test")}  # any existing folder: nothing is loaded
     return cfg
 
 
 def test_defaults_are_filled():
     cfg = validate({k: v for k, v in base().items() if k not in ("decoding", "runtime")})
-    assert cfg["decoding"] == {"temperature": 0.3, "max_tokens": 5, "parser": "strict",
-                               "option_order": "fixed", "rng": "gumbel"}
+    assert cfg["decoding"] == {
+        "temperature": 0.3,
+        "max_tokens": 5,
+        "parser": "strict",
+        "option_order": "fixed",
+        "rng": "gumbel",
+    }
     assert cfg["runtime"]["blas"] == "auto"
 
 
-@pytest.mark.parametrize("patch,message", [
-    ({"shards": 0}, "config key 'shards': 0 is less than the minimum of 1"),
-    ({"baseline": "fp32"}, "config key 'baseline': 'fp32' is not one of variants"),
-    ({"decoding": {"temperature": -1}}, "config key 'decoding.temperature'"),
-    ({"decoding": {"parser": "fuzzy"}}, "config key 'decoding.parser'"),
-    ({"variants": {"q5": {"quantize": {"bits": 7}}}}, "config key 'variants.q5.quantize.bits'"),
-    ({"seeds": [1, 1]}, "config key 'seeds'"),
-    ({"placebo_seeds": [42]}, "config key 'placebo_seeds': [42] also in 'seeds'"),
-    ({"dataset": {"source": "jsonl", "path": "/nope", "categories": ["age"]}},
-     "config key 'dataset.path': directory '/nope' does not exist"),
-    ({"dataset": {"source": "jsonl", "path": "/", "categories": ["ages"]}},
-     "config key 'dataset.categories.0'"),
-    ({"models": {"m": {"path": "/no/such/model"}}}, "config key 'models.m.path'"),
-    ({"variants": {"bf16": {}, "w": {"prune": {"method": "wanda", "sparsity": 1.5}}}},
-     "config key 'variants.w.prune'"),
-    ({"typo_key": 1}, "Additional properties are not allowed ('typo_key'"),
-])
+@pytest.mark.parametrize(
+    "patch,message",
+    [
+        ({"shards": 0}, "config key 'shards': 0 is less than the minimum of 1"),
+        ({"baseline": "fp32"}, "config key 'baseline': 'fp32' is not one of variants"),
+        ({"decoding": {"temperature": -1}}, "config key 'decoding.temperature'"),
+        ({"decoding": {"parser": "fuzzy"}}, "config key 'decoding.parser'"),
+        ({"variants": {"q5": {"quantize": {"bits": 7}}}}, "config key 'variants.q5.quantize.bits'"),
+        ({"seeds": [1, 1]}, "config key 'seeds'"),
+        ({"placebo_seeds": [42]}, "config key 'placebo_seeds': [42] also in 'seeds'"),
+        (
+            {"dataset": {"source": "jsonl", "path": "/nope", "categories": ["age"]}},
+            "config key 'dataset.path': directory '/nope' does not exist",
+        ),
+        ({"dataset": {"source": "jsonl", "path": "/", "categories": ["ages"]}}, "config key 'dataset.categories.0'"),
+        ({"models": {"m": {"path": "/no/such/model"}}}, "config key 'models.m.path'"),
+        (
+            {"variants": {"bf16": {}, "w": {"prune": {"method": "wanda", "sparsity": 1.5}}}},
+            "config key 'variants.w.prune'",
+        ),
+        ({"typo_key": 1}, "Additional properties are not allowed ('typo_key'"),
+    ],
+)
 def test_errors_name_the_key(patch, message):
     cfg = base()
     cfg.update(patch)
@@ -49,8 +58,7 @@ def test_errors_name_the_key(patch, message):
 
 
 def snakemake(*args, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, text=True,
-                          capture_output=True, env=env)
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, text=True, capture_output=True, env=env)
 
 
 @pytest.mark.slow
@@ -59,16 +67,31 @@ def test_dry_run_of_the_paper_study_is_offline(tmp_path):
     with no network and no model downloaded."""
     import os
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "no_proxy": "*", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
-    run = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "workflow" / "Snakefile"),
-                    "--configfile", str(ROOT / "config" / "config.yaml"), env=env)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "no_proxy": "*",
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+    }
+    run = snakemake(
+        "-n",
+        "--directory",
+        str(tmp_path),
+        "-s",
+        str(ROOT / "workflow" / "Snakefile"),
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        env=env,
+    )
     assert run.returncode == 0, run.stderr + run.stdout
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     study = 3 * 5 * 5 * cfg["shards"]
     placebo = 3 * len(cfg["placebo_seeds"]) * cfg["shards"]
-    jobs = dict(line.split()[:2] for line in run.stdout.splitlines()
-                if len(line.split()) == 2 and line.split()[1].isdigit())
+    jobs = dict(
+        line.split()[:2] for line in run.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
     assert int(jobs["answers"]) == study + placebo
     assert int(jobs["checkpoint"]) == 15
     assert int(jobs["scores"]) == 15 * cfg["shards"]  # one forward pass shared by all seeds
@@ -79,7 +102,8 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     cfg["decoding"] = {"temperature": "hot"}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    run = snakemake("-n", "--directory", str(tmp_path), "-s", str(ROOT / "workflow" / "Snakefile"),
-                    "--configfile", str(path))
+    run = snakemake(
+        "-n", "--directory", str(tmp_path), "-s", str(ROOT / "workflow" / "Snakefile"), "--configfile", str(path)
+    )
     assert run.returncode != 0
     assert "config key 'decoding.temperature': 'hot' is not of type 'number'" in run.stderr + run.stdout

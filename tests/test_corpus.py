@@ -31,13 +31,15 @@ def tokenizer(tiny_model):
 
 def test_perplexity_sequences_unchanged(tokenizer):
     # .test/config.yaml: perplexity {source: text, path: .test/corpus, n_samples: 16, seq_len: 64, seed: 123}
-    data = corpus_tokens(tokenizer, {"source": "text", "path": str(CORPUS), "n_samples": 16, "seq_len": 64,
-                                     "seed": 123})
+    data = corpus_tokens(
+        tokenizer, {"source": "text", "path": str(CORPUS), "n_samples": 16, "seq_len": 64, "seed": 123}
+    )
     assert data.shape == (16, 64) and data.dtype == np.int64
     assert int(data.sum()) == 102356 and data[0, :8].tolist() == [91, 223, 89, 74, 75, 78, 71, 223]
     assert _digest(data) == "6b2f9f3860ca3f16"
-    every = corpus_tokens(tokenizer, {"source": "text", "path": str(CORPUS), "n_samples": 10**6, "seq_len": 64,
-                                      "seed": 1})
+    every = corpus_tokens(
+        tokenizer, {"source": "text", "path": str(CORPUS), "n_samples": 10**6, "seq_len": 64, "seed": 1}
+    )
     assert every.shape == (391, 64) and int(every.sum()) == 2523786  # all windows, in corpus order
 
 
@@ -82,6 +84,7 @@ def test_sample_windows_schemes():
 def test_token_stream_special_tokens(tokenizer):
     plain = token_stream(tokenizer, ["alpha", "beta"], add_special_tokens=False)
     eos = tokenizer.eos_token_id
-    assert plain.tolist() == tokenizer.encode("alpha", add_special_tokens=False) + [eos] + \
-        tokenizer.encode("beta", add_special_tokens=False) + [eos]
+    assert plain.tolist() == tokenizer.encode("alpha", add_special_tokens=False) + [eos] + tokenizer.encode(
+        "beta", add_special_tokens=False
+    ) + [eos]
     assert token_stream(tokenizer, ["alpha"], add_special_tokens=True).tolist() == tokenizer.encode("alpha") + [eos]

@@ -49,8 +49,9 @@ def test_gumbel_rows_match_exact_probabilities_and_heads():
         assert ok.mean() > 0.5 and (heads.ids[np.flatnonzero(ok), pos[ok]] == full[ok]).all()
     x = np.array([2.0, 1.5, 1.0, 0.0, -1.0, -4.0])
     n = 30000
-    toks = gumbel_rows(np.tile(x, (n, 1)), 1.0, row_keys(item_keys([f"i{i}" for i in range(n)]), 3),
-                       heads=(2, 4))  # staged heads: most rows need the second or the full stage
+    toks = gumbel_rows(
+        np.tile(x, (n, 1)), 1.0, row_keys(item_keys([f"i{i}" for i in range(n)]), 3), heads=(2, 4)
+    )  # staged heads: most rows need the second or the full stage
     p = np.exp(x) / np.exp(x).sum()
     counts = np.bincount(toks, minlength=len(p))
     assert chisquare(counts, p * n).pvalue > 1e-3

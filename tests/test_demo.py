@@ -5,7 +5,6 @@ import importlib.util
 import polars as pl
 import pytest
 import yaml
-
 from conftest import ROOT
 from test_workflow import snakemake
 
@@ -40,8 +39,7 @@ def test_bf16_answers_with_a_letter_first(demo):
 
 def test_quantized_variants_differ_from_bf16(demo):
     work, answers = demo
-    wide = answers.filter(~pl.col("placebo")).pivot(
-        "variant", index=["item_id", "seed"], values="choice")
+    wide = answers.filter(~pl.col("placebo")).pivot("variant", index=["item_id", "seed"], values="choice")
     assert (wide["q3"].fill_null(-1) != wide["bf16"].fill_null(-1)).sum() > 0
     variants = pl.read_parquet(work / "results/variants.parquet")
     assert variants.sort("order")["bits"].to_list() == [16.0, 4.0, 3.0]

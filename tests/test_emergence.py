@@ -5,10 +5,16 @@ import polars as pl
 import pytest
 
 from compbias.inference.answering import role_of
-from compbias.stats.emergence import EXPECTED_COLUMNS, expected_emergence
 from compbias.inference.sampling import LETTERS, Heads
-from compbias.stats.virtual_seeds import (VIRTUAL_SCHEMA, VIRTUAL_SEED_OFFSET, check_seeds, unpack_sets,
-                                    virtual_outcomes, virtual_seed)
+from compbias.stats.emergence import EXPECTED_COLUMNS, expected_emergence
+from compbias.stats.virtual_seeds import (
+    VIRTUAL_SCHEMA,
+    VIRTUAL_SEED_OFFSET,
+    check_seeds,
+    unpack_sets,
+    virtual_outcomes,
+    virtual_seed,
+)
 
 N_ITEMS, N_SETS, SEEDS = 24, 40, [42, 123, 456]
 TOKENS = {11: "A", 12: "B", 13: "C", 14: None, 15: None}  # 14, 15: "The", " I" (not a bare letter)
@@ -19,12 +25,16 @@ def _items() -> pl.DataFrame:
     unknown = rng.integers(0, 3, N_ITEMS)
     biased = (unknown + 1 + rng.integers(0, 2, N_ITEMS)) % 3
     biased = [None if i == 5 else int(b) for i, b in enumerate(biased)]  # one unresolved target
-    return pl.DataFrame({
-        "item_id": [f"it-{i}" for i in range(N_ITEMS)],
-        "category": [("age", "ses")[i % 2] for i in range(N_ITEMS)],
-        "unknown_idx": unknown, "biased_idx": biased,
-        "anti_idx": [None if b is None else 3 - int(u) - b for u, b in zip(unknown, biased)],
-    }, schema_overrides={"biased_idx": pl.Int64, "anti_idx": pl.Int64})  # fmt: skip
+    return pl.DataFrame(
+        {
+            "item_id": [f"it-{i}" for i in range(N_ITEMS)],
+            "category": [("age", "ses")[i % 2] for i in range(N_ITEMS)],
+            "unknown_idx": unknown,
+            "biased_idx": biased,
+            "anti_idx": [None if b is None else 3 - int(u) - b for u, b in zip(unknown, biased)],
+        },
+        schema_overrides={"biased_idx": pl.Int64, "anti_idx": pl.Int64},
+    )
 
 
 def _scores(seed: int, shift: float) -> pl.DataFrame:
@@ -42,8 +52,16 @@ def _scores(seed: int, shift: float) -> pl.DataFrame:
         order = np.argsort(-p, kind="stable")
         ids = [11 + int(j) for j in order[:k]]
         perm = list(np.random.default_rng(100 + i).permutation(3)) if i % 4 == 0 else [0, 1, 2]
-        rows.append({"item_id": f"it-{i}", "top_ids": ids, "top_probs": [float(p[j]) for j in order[:k]],
-                     "top_letters": [TOKENS[t] for t in ids], "perm": perm, "n_vocab": 16})  # fmt: skip
+        rows.append(
+            {
+                "item_id": f"it-{i}",
+                "top_ids": ids,
+                "top_probs": [float(p[j]) for j in order[:k]],
+                "top_letters": [TOKENS[t] for t in ids],
+                "perm": perm,
+                "n_vocab": 16,
+            }
+        )
     return pl.DataFrame(rows, schema_overrides={"top_letters": pl.List(pl.String), "perm": pl.List(pl.Int64)})
 
 
@@ -63,8 +81,11 @@ def _brute_outcomes(scores: pl.DataFrame, items: pl.DataFrame, rng: str, seed: i
 
 
 def _brute_rates(base: pl.DataFrame, var: pl.DataFrame, items: pl.DataFrame, rng: str, cat: str) -> np.ndarray:
-    keep = [r["item_id"] for r in items.iter_rows(named=True)
-            if r["biased_idx"] is not None and cat in ("all", r["category"])]  # fmt: skip
+    keep = [
+        r["item_id"]
+        for r in items.iter_rows(named=True)
+        if r["biased_idx"] is not None and cat in ("all", r["category"])
+    ]
     rates = []
     for j in range(N_SETS):
         seeds = [VIRTUAL_SEED_OFFSET + j * len(SEEDS) + i for i in range(len(SEEDS))]
@@ -85,10 +106,14 @@ def study():
 @pytest.mark.parametrize("rng", ["gumbel", "icdf"])
 def test_expected_emergence_equals_brute_force(study, rng):
     items, scores = study
-    virtual = pl.concat([
-        virtual_outcomes({"fixed": s}, items, rng, N_SETS, SEEDS, threads=2 if v == "q4" else 1)
-        .with_columns(model=pl.lit("m"), variant=pl.lit(v)) for v, s in scores.items()
-    ])  # fmt: skip
+    virtual = pl.concat(
+        [
+            virtual_outcomes({"fixed": s}, items, rng, N_SETS, SEEDS, threads=2 if v == "q4" else 1).with_columns(
+                model=pl.lit("m"), variant=pl.lit(v)
+            )
+            for v, s in scores.items()
+        ]
+    )
     ee = expected_emergence(virtual, items, "bf16", controls={"q4-noise": "q4"})
     assert ee.columns == list(EXPECTED_COLUMNS)
     assert ee.filter(pl.col("variant") == "q4")["category"].to_list() == ["age", "all", "ses"]
@@ -112,9 +137,12 @@ def test_expected_emergence_equals_brute_force(study, rng):
     assert al["study_first_token"] == pytest.approx(sum(any(o[i] == "biased" for o in ov) for i in unb) / len(unb))
     assert 0 <= al["study_quantile"] <= 1
     # share of "continue" draws: tokens 14/15 and (icdf) draws beyond a short head
-    n_cont = sum(o == "continue" for s in range(N_SETS * 3)
-                 for o in _brute_outcomes(scores["q4"], items, rng, VIRTUAL_SEED_OFFSET + s).values()
-                 if True)  # fmt: skip
+    n_cont = sum(
+        o == "continue"
+        for s in range(N_SETS * 3)
+        for o in _brute_outcomes(scores["q4"], items, rng, VIRTUAL_SEED_OFFSET + s).values()
+        if True
+    )
     row = virtual.filter(pl.col("variant") == "q4")
     assert int(row["n_continue"].sum()) == n_cont
     assert 0 < al["share_continue_variant"] < 1 and 0 <= al["share_undetermined"] <= 1
@@ -136,13 +164,15 @@ def test_shuffled_groups_and_seed_checks(study):
     items, scores = study
     groups = {f"seed={s}": scores["q4"] for s in SEEDS}
     assert virtual_outcomes(groups, items, "icdf", 5, SEEDS).equals(
-        virtual_outcomes({"fixed": scores["q4"]}, items, "icdf", 5, SEEDS))
+        virtual_outcomes({"fixed": scores["q4"]}, items, "icdf", 5, SEEDS)
+    )
     with pytest.raises(ValueError, match="collide"):
         check_seeds([1, VIRTUAL_SEED_OFFSET])
 
 
 def test_expected_emergence_of_no_virtual_tables(study):
     items, _ = study
-    ee = expected_emergence(pl.DataFrame(schema=VIRTUAL_SCHEMA | {"model": pl.String, "variant": pl.String}),
-                            items, "bf16")  # fmt: skip
+    ee = expected_emergence(
+        pl.DataFrame(schema=VIRTUAL_SCHEMA | {"model": pl.String, "variant": pl.String}), items, "bf16"
+    )
     assert ee.is_empty() and ee.columns == list(EXPECTED_COLUMNS)

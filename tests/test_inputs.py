@@ -10,30 +10,38 @@ import subprocess
 import sys
 import time
 from base64 import urlsafe_b64encode
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-
-from compbias.data import bbq
-from compbias import resume
-from compbias.config import ConfigError, coerce, load_schema, load_yaml
-from compbias.checks.inputs import InputError, check_bbq, model_problems
-from compbias.keys import checkpoint_key
-from compbias.checks.verify import verify_output
 from conftest import ROOT
+
+from compbias import resume
+from compbias.checks.inputs import InputError, check_bbq, model_problems
+from compbias.checks.verify import verify_output
+from compbias.config import ConfigError, coerce, load_schema, load_yaml
+from compbias.data import bbq
+from compbias.keys import checkpoint_key
 
 
 def test_nested_config_strings_are_coerced_by_the_schema():
     schema = load_schema()
-    cfg = {"runtime": {"batch_tokens": "256", "max_batch": "auto", "dequantize": "true"},
-           "dataset": {"limit_per_category": "null", "path": "123"}, "delete_checkpoints": "false",
-           "models": {"m": "123"}, "seeds": ["1", "2"], "variants": {"q": {"quantize": {"bits": "4"}}}}
+    cfg = {
+        "runtime": {"batch_tokens": "256", "max_batch": "auto", "dequantize": "true"},
+        "dataset": {"limit_per_category": "null", "path": "123"},
+        "delete_checkpoints": "false",
+        "models": {"m": "123"},
+        "seeds": ["1", "2"],
+        "variants": {"q": {"quantize": {"bits": "4"}}},
+    }
     assert coerce(schema, cfg) == {
         "runtime": {"batch_tokens": 256, "max_batch": "auto", "dequantize": True},
-        "dataset": {"limit_per_category": None, "path": "123"}, "delete_checkpoints": False,
-        "models": {"m": "123"}, "seeds": [1, 2], "variants": {"q": {"quantize": {"bits": 4}}}}
+        "dataset": {"limit_per_category": None, "path": "123"},
+        "delete_checkpoints": False,
+        "models": {"m": "123"},
+        "seeds": [1, 2],
+        "variants": {"q": {"quantize": {"bits": 4}}},
+    }
 
 
 def test_yaml_error_names_file_and_line(tmp_path):
@@ -44,16 +52,32 @@ def test_yaml_error_names_file_and_line(tmp_path):
 
 
 def _dataset(path, **kw):
-    return {"source": "jsonl", "path": str(path), "categories": ["age"], "conditions": ["ambig"],
-            "limit_per_category": None, **kw}
+    return {
+        "source": "jsonl",
+        "path": str(path),
+        "categories": ["age"],
+        "conditions": ["ambig"],
+        "limit_per_category": None,
+        **kw,
+    }
 
 
 def _records(n=4):
-    rec = {"example_id": 0, "question_index": "1", "question_polarity": "neg",
-           "context_condition": "ambig", "category": "Age",
-           "answer_info": {"ans0": ["old", "old"], "ans1": ["young", "nonOld"], "ans2": ["unknown", "unknown"]},
-           "additional_metadata": {"subcategory": "None", "stereotyped_groups": ["old"]},
-           "context": "c", "question": "q", "ans0": "a", "ans1": "b", "ans2": "c", "label": 2}
+    rec = {
+        "example_id": 0,
+        "question_index": "1",
+        "question_polarity": "neg",
+        "context_condition": "ambig",
+        "category": "Age",
+        "answer_info": {"ans0": ["old", "old"], "ans1": ["young", "nonOld"], "ans2": ["unknown", "unknown"]},
+        "additional_metadata": {"subcategory": "None", "stereotyped_groups": ["old"]},
+        "context": "c",
+        "question": "q",
+        "ans0": "a",
+        "ans1": "b",
+        "ans2": "c",
+        "label": 2,
+    }
     return [json.dumps({**rec, "example_id": i}) for i in range(n)]
 
 
@@ -87,8 +111,15 @@ def test_bbq_digest_follows_the_selected_records_only(tmp_path):
 
 def test_check_bbq_of_all_nine_real_files_is_fast(shared_bbq):
     start = time.perf_counter()
-    data = check_bbq({"source": "jsonl", "path": str(shared_bbq), "categories": list(bbq.CATEGORIES),
-                      "conditions": ["ambig", "disambig"]}, 8)
+    data = check_bbq(
+        {
+            "source": "jsonl",
+            "path": str(shared_bbq),
+            "categories": list(bbq.CATEGORIES),
+            "conditions": ["ambig", "disambig"],
+        },
+        8,
+    )
     seconds = time.perf_counter() - start
     print(f"check_bbq: {data.records} records of 9 files in {seconds:.2f} s")
     assert data.records == data.selected > 30_000
@@ -100,7 +131,8 @@ def test_hub_ids_must_look_like_org_name_and_be_cached_offline(tmp_path, monkeyp
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     cfg = {"models": {"a": "tiny-llamma", "b": {"hf": "org/name"}}, "variants": {"bf16": {}}}
     assert model_problems(cfg) == [  # a dry run plans offline: the id's form only
-        "config key 'models.a': 'tiny-llamma' is neither an existing local path nor a Hugging Face repo id (org/name)"]
+        "config key 'models.a': 'tiny-llamma' is neither an existing local path nor a Hugging Face repo id (org/name)"
+    ]
     problems = model_problems(cfg, check_hub=True)
     assert problems == [
         "config key 'models.a': 'tiny-llamma' is neither an existing local path nor a Hugging Face repo id (org/name)",
@@ -177,8 +209,9 @@ def test_incomplete_outputs_are_kept_when_verified_and_deleted_otherwise(tmp_pat
 def test_check_config_cli_names_the_yaml_line_and_validates(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("models:\n  tiny: {path: x\nvariants: [\n")
-    run = subprocess.run([sys.executable, "-m", "compbias.cli", "check-config", str(bad)],
-                         text=True, capture_output=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "compbias.cli", "check-config", str(bad)], text=True, capture_output=True
+    )
     assert run.returncode == 1 and f"{bad}:3:9: invalid YAML: expected ',' or '}}'" in run.stderr
     cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
     cfg["models"]["tiny"] = {"path": str(tmp_path)}
@@ -186,9 +219,11 @@ def test_check_config_cli_names_the_yaml_line_and_validates(tmp_path):
     good, override = tmp_path / "good.yaml", tmp_path / "override.yaml"
     good.write_text(yaml.safe_dump(cfg))
     override.write_text("decoding: {temperature: -1}\n")
-    run = subprocess.run([sys.executable, "-m", "compbias.cli", "check-config", str(good)],
-                         text=True, capture_output=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "compbias.cli", "check-config", str(good)], text=True, capture_output=True
+    )
     assert run.returncode == 0 and "valid" in run.stdout, run.stderr
-    run = subprocess.run([sys.executable, "-m", "compbias.cli", "check-config", str(good), str(override)],
-                         text=True, capture_output=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "compbias.cli", "check-config", str(good), str(override)], text=True, capture_output=True
+    )
     assert run.returncode == 1 and "config key 'decoding.temperature': -1 is less than the minimum of 0" in run.stderr

@@ -57,23 +57,40 @@ def _rates_answers() -> pl.DataFrame:
     # age: items a1..a4 resolved; ses: s1 unresolved target (p_biased null), s2 resolved
     recs = [
         # seed, item, category, role, p_biased
-        (0, "a1", "age", "biased", 0.5), (0, "a2", "age", "biased", 0.5),
-        (0, "a3", "age", "unknown", 0.5), (0, "a4", "age", "invalid", 0.5),
-        (1, "a1", "age", "biased", 0.5), (1, "a2", "age", "anti", 0.5),
-        (1, "a3", "age", "unknown", 0.5), (1, "a4", "age", "unknown", 0.5),
-        (0, "s1", "ses", "unresolved", None), (0, "s2", "ses", "unknown", 0.5),
-        (1, "s1", "ses", "unknown", None), (1, "s2", "ses", "invalid", 0.5),
-    ]  # fmt: skip
+        (0, "a1", "age", "biased", 0.5),
+        (0, "a2", "age", "biased", 0.5),
+        (0, "a3", "age", "unknown", 0.5),
+        (0, "a4", "age", "invalid", 0.5),
+        (1, "a1", "age", "biased", 0.5),
+        (1, "a2", "age", "anti", 0.5),
+        (1, "a3", "age", "unknown", 0.5),
+        (1, "a4", "age", "unknown", 0.5),
+        (0, "s1", "ses", "unresolved", None),
+        (0, "s2", "ses", "unknown", 0.5),
+        (1, "s1", "ses", "unknown", None),
+        (1, "s2", "ses", "invalid", 0.5),
+    ]
     df = complete_answers(
         {
-            "model": "m", "variant": "v", "seed": [r[0] for r in recs], "item_id": [r[1] for r in recs],
-            "category": [r[2] for r in recs], "role": [r[3] for r in recs],
+            "model": "m",
+            "variant": "v",
+            "seed": [r[0] for r in recs],
+            "item_id": [r[1] for r in recs],
+            "category": [r[2] for r in recs],
+            "role": [r[3] for r in recs],
             "p_biased": pl.Series([r[4] for r in recs], dtype=pl.Float64),
-        }  # fmt: skip
+        }
     )
     placebo = complete_answers(
-        {"model": "m", "variant": "v", "seed": [9], "item_id": ["a1"], "category": ["age"], "role": ["biased"],
-         "placebo": [True]}  # fmt: skip
+        {
+            "model": "m",
+            "variant": "v",
+            "seed": [9],
+            "item_id": ["a1"],
+            "category": ["age"],
+            "role": ["biased"],
+            "placebo": [True],
+        }
     )
     return pl.concat([df, placebo])
 
@@ -81,10 +98,30 @@ def _rates_answers() -> pl.DataFrame:
 def test_rates_columns_and_hand_values():
     r = rates(_rates_answers())
     assert r.columns == [
-        "model", "variant", "category", "seed", "pooled", "n", "n_valid", "n_biased", "n_anti", "n_unknown",
-        "n_invalid", "n_unresolved", "biased_rate", "unknown_rate", "anti_rate", "invalid_rate",
-        "biased_lo", "biased_hi", "unknown_lo", "unknown_hi", "anti_lo", "anti_hi", "no_valid",
-    ]  # fmt: skip
+        "model",
+        "variant",
+        "category",
+        "seed",
+        "pooled",
+        "n",
+        "n_valid",
+        "n_biased",
+        "n_anti",
+        "n_unknown",
+        "n_invalid",
+        "n_unresolved",
+        "biased_rate",
+        "unknown_rate",
+        "anti_rate",
+        "invalid_rate",
+        "biased_lo",
+        "biased_hi",
+        "unknown_lo",
+        "unknown_hi",
+        "anti_lo",
+        "anti_hi",
+        "no_valid",
+    ]
     assert r.height == 3 * 3  # (age, ses, all) x (seed 0, seed 1, pooled); placebo seed 9 excluded
     counts = ["n", "n_valid", "n_biased", "n_anti", "n_unknown", "n_invalid", "n_unresolved"]
     pick = lambda **k: [row(r, model="m", variant="v", **k)[c] for c in counts]  # noqa: E731
@@ -116,8 +153,9 @@ def test_rates_columns_and_hand_values():
 
 
 def test_rates_all_invalid():
-    a = complete_answers({"model": "m", "variant": "v", "seed": [0, 1], "item_id": "x", "category": "age",
-                          "role": "invalid"})  # fmt: skip
+    a = complete_answers(
+        {"model": "m", "variant": "v", "seed": [0, 1], "item_id": "x", "category": "age", "role": "invalid"}
+    )
     r = rates(a)
     assert r["no_valid"].all() and r["biased_rate"].is_nan().all() and r.filter("pooled")["biased_lo"].is_nan().all()
     assert (r["invalid_rate"] == 1.0).all()
@@ -138,19 +176,29 @@ def _bias_fixture() -> tuple[pl.DataFrame, pl.DataFrame]:
         }
     )
     roles = {  # item: (seed 0, seed 1)
-        "a1": ("biased", "biased"), "a2": ("biased", "unknown"), "a3": ("anti", "invalid"),
-        "a4": ("unknown", "unknown"), "d1": ("biased", "biased"), "d2": ("anti", "biased"),
-        "d3": ("anti", "biased"), "d4": ("unknown", "invalid"), "u1": ("unresolved", "unknown"),
+        "a1": ("biased", "biased"),
+        "a2": ("biased", "unknown"),
+        "a3": ("anti", "invalid"),
+        "a4": ("unknown", "unknown"),
+        "d1": ("biased", "biased"),
+        "d2": ("anti", "biased"),
+        "d3": ("anti", "biased"),
+        "d4": ("unknown", "invalid"),
+        "u1": ("unresolved", "unknown"),
         "x1": ("unknown", "unknown"),
-    }  # fmt: skip
+    }
     cond = {"a": "ambig", "d": "disambig", "u": "ambig", "x": "disambig"}
     recs = [(s, i, r) for i, rs in roles.items() for s, r in enumerate(rs)]
     answers = complete_answers(
         {
-            "model": "m", "variant": "v", "seed": [s for s, _, _ in recs], "item_id": [i for _, i, _ in recs],
+            "model": "m",
+            "variant": "v",
+            "seed": [s for s, _, _ in recs],
+            "item_id": [i for _, i, _ in recs],
             "category": ["ses" if i == "x1" else "age" for _, i, _ in recs],
-            "condition": [cond[i[0]] for _, i, _ in recs], "role": [r for _, _, r in recs],
-        }  # fmt: skip
+            "condition": [cond[i[0]] for _, i, _ in recs],
+            "role": [r for _, _, r in recs],
+        }
     )
     return answers, items
 
@@ -158,12 +206,36 @@ def _bias_fixture() -> tuple[pl.DataFrame, pl.DataFrame]:
 def test_bias_scores_hand_values():
     b = bias_scores(*_bias_fixture())
     assert b.columns == [
-        "model", "variant", "category", "condition", "n", "n_valid", "n_biased", "n_anti", "n_unknown",
-        "n_invalid", "n_non_unknown", "n_correct", "n_unresolved", "accuracy", "accuracy_valid", "s_raw",
-        "bias_score", "no_non_unknown",
-    ]  # fmt: skip
-    counts = ["n", "n_valid", "n_biased", "n_anti", "n_unknown", "n_invalid", "n_non_unknown", "n_correct",
-              "n_unresolved"]  # fmt: skip
+        "model",
+        "variant",
+        "category",
+        "condition",
+        "n",
+        "n_valid",
+        "n_biased",
+        "n_anti",
+        "n_unknown",
+        "n_invalid",
+        "n_non_unknown",
+        "n_correct",
+        "n_unresolved",
+        "accuracy",
+        "accuracy_valid",
+        "s_raw",
+        "bias_score",
+        "no_non_unknown",
+    ]
+    counts = [
+        "n",
+        "n_valid",
+        "n_biased",
+        "n_anti",
+        "n_unknown",
+        "n_invalid",
+        "n_non_unknown",
+        "n_correct",
+        "n_unresolved",
+    ]
     # ambig age: b=3 (a1,a1,a2) a=1 u=3 inv=1; correct = unknown = 3; u1 (unresolved) -> 2 rows excluded
     amb = row(b, category="age", condition="ambig")
     assert [amb[c] for c in counts] == [8, 7, 3, 1, 3, 1, 4, 3, 2]
@@ -187,8 +259,14 @@ def test_bias_scores_hand_values():
 
 def test_bias_scores_identical_and_invalid_answers():
     items = pl.DataFrame({"item_id": ["i1", "i2"], "label": [2, 0], "unknown_idx": 2, "biased_idx": 0, "anti_idx": 1})
-    base = {"model": "m", "variant": "v", "seed": [0, 1, 0, 1], "item_id": ["i1", "i1", "i2", "i2"],
-            "category": "age", "condition": ["ambig", "ambig", "disambig", "disambig"]}  # fmt: skip
+    base = {
+        "model": "m",
+        "variant": "v",
+        "seed": [0, 1, 0, 1],
+        "item_id": ["i1", "i1", "i2", "i2"],
+        "category": "age",
+        "condition": ["ambig", "ambig", "disambig", "disambig"],
+    }
     same = bias_scores(complete_answers(base | {"role": "biased"}), items)
     # all biased: s=100; ambig accuracy_valid=0 -> s_AMB=100; disambig s_DIS=100
     assert same["bias_score"].to_list() == [100.0, 100.0, 100.0, 100.0]
@@ -199,8 +277,9 @@ def test_bias_scores_identical_and_invalid_answers():
 
 def test_ambiguous_bias_score_identity_random():
     """s_AMB / 100 == biased/valid - anti/valid exactly, even with invalid answers present."""
-    answers, items, _ = synthetic_answers(300, models=("m1", "m2"), seeds=3, invalid_rate=0.15,
-                                          unresolved_frac=0.1, seed=11)  # fmt: skip
+    answers, items, _ = synthetic_answers(
+        300, models=("m1", "m2"), seeds=3, invalid_rate=0.15, unresolved_frac=0.1, seed=11
+    )
     b = bias_scores(answers, items).filter(pl.col("condition") == "ambig")
     assert (b["n_invalid"] > 0).all()
     ref = (

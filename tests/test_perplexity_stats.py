@@ -21,8 +21,20 @@ def _ppl() -> pl.DataFrame:
 
 def test_perplexity_hand_values():
     s = perplexity_summary(_ppl(), "base", n_boot=500, seed=0)
-    assert s.columns == ["model", "variant", "n_seqs", "n_tokens", "nll_per_token", "perplexity", "ppl_se",
-                         "n_paired", "pct_change", "pct_lo", "pct_hi", "pct_p"]  # fmt: skip
+    assert s.columns == [
+        "model",
+        "variant",
+        "n_seqs",
+        "n_tokens",
+        "nll_per_token",
+        "perplexity",
+        "ppl_se",
+        "n_paired",
+        "pct_change",
+        "pct_lo",
+        "pct_hi",
+        "pct_p",
+    ]
     base, q4 = s.row(0, named=True), s.row(1, named=True)
     # base: R = 60/40 = 1.5, ppl = e^1.5 = 4.481689; d = 20-15, 30-30, 10-15 -> sum d^2 = 50
     # Var(R) = 3/2 * 50 / 40^2 = .046875 -> SE = 4.481689 * .216506 = .970314

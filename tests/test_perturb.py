@@ -9,14 +9,14 @@ import mlx.core as mx
 import numpy as np
 import polars as pl
 import pytest
+from conftest import ROOT, SHARED_BBQ
 
 from compbias.compress.checkpoints import MANIFEST, build_checkpoint, build_spec, variant_bits, variant_kind
-from compbias.config import ConfigError, validate
 from compbias.compress.perturb import PerturbSpec, noise_key, perturb_model, validate_spec
+from compbias.config import ConfigError, validate
 from compbias.stats.regression import dose_response, transition_model
-from compbias.testing.synthetic import synthetic_answers
 from compbias.stats.transitions import item_table
-from conftest import ROOT, SHARED_BBQ
+from compbias.testing.synthetic import synthetic_answers
 
 VARIANTS = {
     "bf16": {"dtype": "bfloat16"},
@@ -99,7 +99,13 @@ def test_manifest_and_variants_table_fields(built):
     order = ["bf16", "q4", "q8", "q4-noise"]
     t = variants_table([built[v] for v in order], order, "bf16").filter(pl.col("variant") == "q4-noise")
     row = t.row(0, named=True)
-    assert (row["kind"], row["bits"], row["like"], row["group_size"], row["method"]) == ("perturb", 16.0, "q4", None, None)
+    assert (row["kind"], row["bits"], row["like"], row["group_size"], row["method"]) == (
+        "perturb",
+        16.0,
+        "q4",
+        None,
+        None,
+    )
 
 
 def test_noise_is_keyed_by_seed_and_name(built, tmp_path):
@@ -144,23 +150,43 @@ def test_kind_bits_and_build_spec():
 
 
 def _config(**variants) -> dict:
-    return {"models": {"m": "org/model"}, "variants": {"bf16": {}, "q4": {"quantize": {"bits": 4}}, **variants},
-            "baseline": "bf16", "seeds": [1], "shards": 1,
-            "dataset": {"source": "hf", "categories": ["age"]}}  # fmt: skip
+    return {
+        "models": {"m": "org/model"},
+        "variants": {"bf16": {}, "q4": {"quantize": {"bits": 4}}, **variants},
+        "baseline": "bf16",
+        "seeds": [1],
+        "shards": 1,
+        "dataset": {"source": "hf", "categories": ["age"]},
+    }
 
 
-@pytest.mark.parametrize("variants, message", [
-    ({"n": {"perturb": {"like": "q9"}}}, "'variants.n.perturb.like': variant 'n': perturb.like 'q9' is not a variant"),
-    ({"n": {"perturb": {"like": "bf16"}}}, "'variants.n.perturb.like': .*'bf16' is not a quantization"),
-    ({"n": {"perturb": {"like": "n"}}}, "'variants.n.perturb.like': .*cannot name the variant itself"),
-    ({"w": {"prune": {"method": "random", "sparsity": 0.5}}, "w4": {"base": "w", "quantize": {"bits": 4}},
-      "n": {"perturb": {"like": "w4"}}}, "'variants.n.perturb.like': .*built on 'w', not on the baseline"),
-    ({"n": {"perturb": {"like": "q4", "seed": 1.5}}}, "'variants.n.perturb.seed': 1.5 is not of type 'integer'"),
-    ({"n": {"perturb": {"seed": 1}}}, "'variants.n.perturb': 'like' is a required property"),
-    ({"n": {"perturb": {"like": "q4", "bits": 4}}}, "'variants.n.perturb': Additional properties"),
-    ({"n": {"perturb": {"like": "q4"}, "base": "q4"}}, "'variants.n.base': a perturb variant starts from the baseline"),
-    ({"n": {"perturb": {"like": "q4"}, "quantize": {"bits": 4}}}, "'variants.n': choose one of"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        (
+            {"n": {"perturb": {"like": "q9"}}},
+            "'variants.n.perturb.like': variant 'n': perturb.like 'q9' is not a variant",
+        ),
+        ({"n": {"perturb": {"like": "bf16"}}}, "'variants.n.perturb.like': .*'bf16' is not a quantization"),
+        ({"n": {"perturb": {"like": "n"}}}, "'variants.n.perturb.like': .*cannot name the variant itself"),
+        (
+            {
+                "w": {"prune": {"method": "random", "sparsity": 0.5}},
+                "w4": {"base": "w", "quantize": {"bits": 4}},
+                "n": {"perturb": {"like": "w4"}},
+            },
+            "'variants.n.perturb.like': .*built on 'w', not on the baseline",
+        ),
+        ({"n": {"perturb": {"like": "q4", "seed": 1.5}}}, "'variants.n.perturb.seed': 1.5 is not of type 'integer'"),
+        ({"n": {"perturb": {"seed": 1}}}, "'variants.n.perturb': 'like' is a required property"),
+        ({"n": {"perturb": {"like": "q4", "bits": 4}}}, "'variants.n.perturb': Additional properties"),
+        (
+            {"n": {"perturb": {"like": "q4"}, "base": "q4"}},
+            "'variants.n.base': a perturb variant starts from the baseline",
+        ),
+        ({"n": {"perturb": {"like": "q4"}, "quantize": {"bits": 4}}}, "'variants.n': choose one of"),
+    ],
+)
 def test_config_checks(variants, message):
     with pytest.raises(ConfigError, match=message):
         validate(_config(**variants))
@@ -180,8 +206,15 @@ def test_config_accepts_the_demo_and_test_studies():
 def test_bits_regressions_leave_the_control_out():
     """A control at nominal 16 bits that is heavily biased would pull the bits slope if it were a
     precision level: the bits fits must equal those without it; C(variant) gets its own term."""
-    a, _, v = synthetic_answers(600, models=("m1",), variants={"bf16": 16, "q8": 8, "q4": 4, "q4-noise": 16},
-                                seeds=3, effect=-0.2, item_sd=0.3, seed=4)  # fmt: skip
+    a, _, v = synthetic_answers(
+        600,
+        models=("m1",),
+        variants={"bf16": 16, "q8": 8, "q4": 4, "q4-noise": 16},
+        seeds=3,
+        effect=-0.2,
+        item_sd=0.3,
+        seed=4,
+    )
     noisy = pl.col("variant") == "q4-noise"
     a = a.with_columns(role=pl.when(noisy & (pl.col("role") == "unknown")).then(pl.lit("biased")).otherwise("role"))
     v = v.with_columns(kind=pl.when(noisy).then(pl.lit("perturb")).otherwise("kind"))
@@ -216,8 +249,23 @@ def test_workflow_plans_the_control(tmp_path, tiny_model):
     from compbias.keys import checkpoint_key  # checkpoints live under a content key of their spec
 
     bf16, noise = (f"results/checkpoints/tiny/{v}/{checkpoint_key(cfg, 'tiny', v)}" for v in ("bf16", "q4-noise"))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory",
-                          str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-n", "-p",
-                          noise], text=True, capture_output=True)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "workflow" / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "-n",
+            "-p",
+            noise,
+        ],
+        text=True,
+        capture_output=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"input: {bf16}\n    output: {noise}" in run.stdout

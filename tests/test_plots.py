@@ -14,8 +14,7 @@ from compbias.stats.metrics import rates as rates_table
 from compbias.stats.variants import pruning_variants, quantization_variants, resolve_baseline
 from compbias.testing.synthetic import synthetic_answers
 
-VARIANTS = {"bf16": 16.0, "q8": 8.0, "q4": 4.0, "q3": 3.0, "magnitude-50": 16.0, "wanda-50": 16.0,
-            "wanda-50-q4": 4.0}  # fmt: skip
+VARIANTS = {"bf16": 16.0, "q8": 8.0, "q4": 4.0, "q3": 3.0, "magnitude-50": 16.0, "wanda-50": 16.0, "wanda-50-q4": 4.0}
 PRUNED = {"magnitude-50": ("magnitude", 0.498), "wanda-50": ("wanda", 0.5), "wanda-50-q4": ("wanda", 0.5)}
 
 
@@ -24,8 +23,15 @@ def _ppl(variants: pl.DataFrame, n_seqs: int = 12, seed: int = 0) -> pl.DataFram
     rows = []
     for m, v, bits in variants.select("model", "variant", "bits").iter_rows():
         for s in range(n_seqs):
-            rows.append({"model": m, "variant": v, "seq_id": s, "n_tokens": 64,
-                         "nll_sum": 64 * (3.0 + 0.02 * (16 - bits) + 0.01 * s) + rng.normal(0, 1)})  # fmt: skip
+            rows.append(
+                {
+                    "model": m,
+                    "variant": v,
+                    "seq_id": s,
+                    "n_tokens": 64,
+                    "nll_sum": 64 * (3.0 + 0.02 * (16 - bits) + 0.01 * s) + rng.normal(0, 1),
+                }
+            )
     return pl.DataFrame(rows)
 
 
@@ -43,16 +49,24 @@ def _with_pruning(variants: pl.DataFrame) -> pl.DataFrame:
     return (
         variants.drop("method", "target_sparsity", "sparsity")
         .join(meta, on="variant", how="left")
-        .with_columns(kind=pl.when(pl.col("variant").is_in(["magnitude-50", "wanda-50"])).then(pl.lit("prune"))
-                      .otherwise("kind"))  # fmt: skip
+        .with_columns(
+            kind=pl.when(pl.col("variant").is_in(["magnitude-50", "wanda-50"])).then(pl.lit("prune")).otherwise("kind")
+        )
         .select(variants.columns)
     )
 
 
 @pytest.fixture(scope="module")
 def study() -> dict:
-    a, items, v = synthetic_answers(240, models=("m1", "m2"), variants=VARIANTS, seeds=2, placebo_seeds=2,
-                                    categories=("age", "religion", "ses"), seed=3)  # fmt: skip
+    a, items, v = synthetic_answers(
+        240,
+        models=("m1", "m2"),
+        variants=VARIANTS,
+        seeds=2,
+        placebo_seeds=2,
+        categories=("age", "religion", "ses"),
+        seed=3,
+    )
     v = _with_pruning(v)
     # degenerate data: a variant without any valid answer and a category without valid answers in q3
     a = a.with_columns(
@@ -68,11 +82,19 @@ def study() -> dict:
 def draw_all(t: dict, out: Path) -> dict[str, list[Path]]:
     return {
         "dose_response": figures.dose_response(t["rates"], t["variants"], out / "dose_response"),
-        "transitions": emergence_figure(t["transitions"], out / "transitions", expected=t["expected_emergence"],
-                                        direction=t["direction_tests"], noise_floor=t["noise_floor"],
-                                        variants=t["variants"], controls=t.get("controls"), baseline="bf16"),
-        "perplexity_vs_bias": figures.perplexity_vs_bias(t["perplexity"], t["rates"], out / "perplexity_vs_bias",
-                                                         variants=t["variants"]),  # fmt: skip
+        "transitions": emergence_figure(
+            t["transitions"],
+            out / "transitions",
+            expected=t["expected_emergence"],
+            direction=t["direction_tests"],
+            noise_floor=t["noise_floor"],
+            variants=t["variants"],
+            controls=t.get("controls"),
+            baseline="bf16",
+        ),
+        "perplexity_vs_bias": figures.perplexity_vs_bias(
+            t["perplexity"], t["rates"], out / "perplexity_vs_bias", variants=t["variants"]
+        ),
         "category_heatmap": figures.category_heatmap(t["rates"], out / "category_heatmap", variants=t["variants"]),
         "pruning": figures.pruning(t["rates"], t["perplexity"], t["variants"], out / "pruning"),
     }
@@ -91,9 +113,7 @@ def test_every_figure_writes_png_and_pdf(study, tmp_path):
     written = draw_all(study, tmp_path)
     for paths in written.values():
         assert_written(paths)
-    assert {p.name for ps in written.values() for p in ps} == {
-        f"{n}.{ext}" for n in written for ext in ("png", "pdf")
-    }
+    assert {p.name for ps in written.values() for p in ps} == {f"{n}.{ext}" for n in written for ext in ("png", "pdf")}
 
 
 def test_variant_order_and_groups(study):
@@ -142,10 +162,15 @@ def _expected_from(transitions: pl.DataFrame, controls: dict[str, str]) -> pl.Da
     """A hand-made expected_emergence table: the study's number +- 10 points, controls marked."""
     obs = pl.col("pct_became_biased") / 100
     return transitions.select(
-        "model", "variant", "category", n_sets=pl.lit(1000), expected_mean=obs * 0.9,
-        expected_lo=(obs - 0.1).clip(0, 1), expected_hi=(obs + 0.1).clip(0, 1),
+        "model",
+        "variant",
+        "category",
+        n_sets=pl.lit(1000),
+        expected_mean=obs * 0.9,
+        expected_lo=(obs - 0.1).clip(0, 1),
+        expected_hi=(obs + 0.1).clip(0, 1),
         control_for=pl.col("variant").replace_strict(controls, default=None),
-    )  # fmt: skip
+    )
 
 
 def test_emergence_figure_with_a_perturbation_control(tmp_path):

@@ -121,12 +121,20 @@ SPECS = [
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("method,sparsity,extra", SPECS, ids=[f"{m}-{s}-{e.get('granularity', 'row')}" for m, s, e in SPECS])
+@pytest.mark.parametrize(
+    "method,sparsity,extra", SPECS, ids=[f"{m}-{s}-{e.get('granularity', 'row')}" for m, s, e in SPECS]
+)
 def test_prune_checkpoint(ckpts, corpus, tmp_path, arch, method, sparsity, extra):
     from mlx_lm import load
 
     src = ckpts[arch]
-    spec = {"method": method, "sparsity": sparsity, "mask_seed": 7, "calibration": dict(CALIB, source=str(corpus)), **extra}
+    spec = {
+        "method": method,
+        "sparsity": sparsity,
+        "mask_seed": 7,
+        "calibration": dict(CALIB, source=str(corpus)),
+        **extra,
+    }
     out = tmp_path / "pruned"
     manifest = prune_checkpoint(src, out, f"{arch}-{method}", spec)  # the manifest's pruning section
 
@@ -215,7 +223,9 @@ def test_wanda_block_order_uses_pruned_outputs():
     y = b0.post_attention_layernorm(h)
     expected_down0 = col_norm(swiglu(b0.mlp.gate_proj(y), b0.mlp.up_proj(y)))
     assert np.allclose(np.array(norms["model.layers.0.mlp.down_proj"]), np.array(expected_down0), rtol=1e-4)
-    assert np.allclose(np.array(norms["model.layers.0.self_attn.q_proj"]), np.array(col_norm(b0.input_layernorm(h0))), rtol=1e-4)
+    assert np.allclose(
+        np.array(norms["model.layers.0.self_attn.q_proj"]), np.array(col_norm(b0.input_layernorm(h0))), rtol=1e-4
+    )
 
     # Block 1 statistics come from block 0's PRUNED outputs.
     h1_pruned = model.model.layers[0](h0, "causal")

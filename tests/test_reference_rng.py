@@ -9,12 +9,12 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import study_items
 
 from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
 from compbias.inference.runtime import load_model, resolve_runtime
 from compbias.inference.sampling import Heads, letter_token_ids, parse_letter, reference_rows
 from compbias.inference.scoring import last_logits
-from conftest import study_items
 
 SEEDS = (42, 123, 456, 789, 1024)
 TEMP = 0.3
@@ -29,8 +29,9 @@ def reference_loop(model, tok, prompts, seeds):
     for seed in seeds:
         for i, ids in enumerate(prompts):
             mx.random.seed(seed)
-            out[i, seed] = [r.token for r in stream_generate(
-                model, tok, ids, max_tokens=5, sampler=make_sampler(temp=TEMP))]
+            out[i, seed] = [
+                r.token for r in stream_generate(model, tok, ids, max_tokens=5, sampler=make_sampler(temp=TEMP))
+            ]
     return out
 
 

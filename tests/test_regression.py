@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 import statsmodels.api as sm
 
-from compbias.stats.metrics import rates
 from compbias.stats.glm import COEF_COLUMNS, TEST_COLUMNS
+from compbias.stats.metrics import rates
 from compbias.stats.regression import NO_PRUNING, SINGLE_METHOD, dose_response, sparsity_response, transition_model
-from compbias.testing.synthetic import synthetic_answers
 from compbias.stats.transitions import item_table, transitions
+from compbias.testing.synthetic import synthetic_answers
 
 
 def coef(d: dict, spec: str, term: str, scope: str = "pooled") -> dict:
@@ -24,8 +24,14 @@ def test_columns_and_specs():
     d = dose_response(a, v)
     assert d["coefficients"].columns == COEF_COLUMNS and d["tests"].columns == TEST_COLUMNS
     specs = set(d["coefficients"]["spec"])
-    assert specs == {"bits_iid", "bits_cluster", "variant_cluster", "bits_model_cluster", "bits_per_model",
-                     "bits_x_model"}  # fmt: skip
+    assert specs == {
+        "bits_iid",
+        "bits_cluster",
+        "variant_cluster",
+        "bits_model_cluster",
+        "bits_per_model",
+        "bits_x_model",
+    }
     assert set(d["coefficients"].filter(spec="bits_per_model")["model_scope"]) == {"m1", "m2"}
     assert (d["coefficients"]["flag"] == "").all() and d["coefficients"]["converged"].all()
     tests = {(r["spec"], r["model_scope"], r["test"]) for r in d["tests"].iter_rows(named=True)}
@@ -51,21 +57,30 @@ def test_planted_effect_recovered():
 
 
 def _row_level_design(a: pl.DataFrame, v: pl.DataFrame):
-    rows = (
-        a.filter(~pl.col("placebo"), pl.col("p_biased").is_not_null(), pl.col("role").is_in(["biased", "anti", "unknown"]))
-        .join(v.select("model", "variant", "bits"), on=["model", "variant"])
-    )
+    rows = a.filter(
+        ~pl.col("placebo"), pl.col("p_biased").is_not_null(), pl.col("role").is_in(["biased", "anti", "unknown"])
+    ).join(v.select("model", "variant", "bits"), on=["model", "variant"])
     cats = sorted(rows["category"].unique())
-    X = np.column_stack([np.ones(rows.height), rows["bits"].to_numpy()]
-                        + [(rows["category"] == c).to_numpy().astype(float) for c in cats[1:]])  # fmt: skip
+    X = np.column_stack(
+        [np.ones(rows.height), rows["bits"].to_numpy()]
+        + [(rows["category"] == c).to_numpy().astype(float) for c in cats[1:]]
+    )
     y = (rows["role"] == "biased").to_numpy().astype(float)
     groups = rows["item_id"].rank("dense").to_numpy()
     return X, y, groups
 
 
 def test_aggregated_fit_equals_row_level_clustered_fit():
-    a, _, v = synthetic_answers(200, models=("m1", "m2"), variants={"bf16": 16, "q4": 4, "q3": 3}, seeds=3,
-                                item_sd=1.5, unresolved_frac=0.1, placebo_seeds=1, seed=4)  # fmt: skip
+    a, _, v = synthetic_answers(
+        200,
+        models=("m1", "m2"),
+        variants={"bf16": 16, "q4": 4, "q3": 3},
+        seeds=3,
+        item_sd=1.5,
+        unresolved_frac=0.1,
+        placebo_seeds=1,
+        seed=4,
+    )
     d = dose_response(a, v)
     X, y, groups = _row_level_design(a, v)
     iid = sm.GLM(y, X, family=sm.families.Binomial()).fit()
@@ -101,10 +116,13 @@ def test_clustered_se_with_strong_item_effect():
     assert (d2["coefficients"]["flag"] == "").all()
     assert coef(d2, "bits_cluster", "bits")["se"] > 1.8 * coef(d2, "bits_iid", "bits")["se"]
 
+
 def test_perfect_separation_flagged_not_raised():
     a, _, v = synthetic_answers(500, models=("m1", "m2"), seeds=2, seed=7)
     a = a.with_columns(
-        role=pl.when((pl.col("category") == "ses") & (pl.col("role") == "biased")).then(pl.lit("unknown")).otherwise("role")
+        role=pl.when((pl.col("category") == "ses") & (pl.col("role") == "biased"))
+        .then(pl.lit("unknown"))
+        .otherwise("role")
     )
     d = dose_response(a, v)
     ses = coef(d, "bits_cluster", "C(category)[T.ses]")
@@ -183,8 +201,7 @@ def _pruned_study(effects: dict[str, float], slope: float, n_items: int = 4000, 
     synthetic generator's bits: a variant's planted log-odds shift is slope * multiplier * sparsity.
     """
     doses = {"bf16": 0.0} | {v: m * s for v, (_, s, m) in effects.items()}
-    a, _, v = synthetic_answers(n_items, models=("m1",), variants=doses, seeds=3, effect=slope, item_sd=0.0,
-                                seed=seed)  # fmt: skip
+    a, _, v = synthetic_answers(n_items, models=("m1",), variants=doses, seeds=3, effect=slope, item_sd=0.0, seed=seed)
     meta = pl.DataFrame(
         [{"variant": k, "method": meth, "target_sparsity": 0.6, "sparsity": s} for k, (meth, s, _) in effects.items()],
         schema={"variant": pl.String, "method": pl.String, "target_sparsity": pl.Float64, "sparsity": pl.Float64},
@@ -192,7 +209,9 @@ def _pruned_study(effects: dict[str, float], slope: float, n_items: int = 4000, 
     v = (
         v.drop("method", "target_sparsity", "sparsity")
         .join(meta, on="variant", how="left")
-        .with_columns(bits=pl.lit(16.0), kind=pl.when(pl.col("method").is_null()).then(pl.lit("dtype")).otherwise(pl.lit("prune")))
+        .with_columns(
+            bits=pl.lit(16.0), kind=pl.when(pl.col("method").is_null()).then(pl.lit("dtype")).otherwise(pl.lit("prune"))
+        )
         .select(v.columns)
     )
     return a, v
@@ -201,8 +220,12 @@ def _pruned_study(effects: dict[str, float], slope: float, n_items: int = 4000, 
 def test_sparsity_planted_effect_and_interaction_recovered():
     # magnitude: log-odds slope 2.0 per unit of MEASURED sparsity; wanda: 1.0 (interaction -1.0).
     # The target sparsity (0.6) differs from the measured one: the fit must use the measured one.
-    effects = {"mag-25": ("magnitude", 0.25, 1.0), "mag-50": ("magnitude", 0.5, 1.0),
-               "wanda-25": ("wanda", 0.25, 0.5), "wanda-50": ("wanda", 0.5, 0.5)}  # fmt: skip
+    effects = {
+        "mag-25": ("magnitude", 0.25, 1.0),
+        "mag-50": ("magnitude", 0.5, 1.0),
+        "wanda-25": ("wanda", 0.25, 0.5),
+        "wanda-50": ("wanda", 0.5, 0.5),
+    }
     a, v = _pruned_study(effects, slope=2.0)
     d = sparsity_response(a, v)
     c, t = d["coefficients"], d["tests"]

@@ -1,10 +1,10 @@
 import polars as pl
 import pytest
-
-from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
-from compbias.compress.checkpoints import MANIFEST, build_checkpoint
-from compbias.inference.runtime import Runtime, active_blas, find_blas, load_model, resolve_runtime
 from conftest import study_items
+
+from compbias.compress.checkpoints import MANIFEST, build_checkpoint
+from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
+from compbias.inference.runtime import Runtime, active_blas, find_blas, load_model, resolve_runtime
 
 
 def test_fast_blas_is_loaded_when_available():
@@ -23,19 +23,19 @@ def test_dequantized_float32_matches_native_quantized(tmp_path, tiny_model, shar
     """The fast CPU path (dequantize once at load, compute in float32) is the quantized model's
     function: it agrees with MLX's native quantized kernels on >= 99% of answers."""
     q4 = tmp_path / "q4"
-    manifest = build_checkpoint(str(tiny_model), q4, {"quantize": {"bits": 4, "group_size": 64}},
-                                "tiny", "q4")
+    manifest = build_checkpoint(str(tiny_model), q4, {"quantize": {"bits": 4, "group_size": 64}}, "tiny", "q4")
     assert (q4 / MANIFEST).exists() and manifest["stored_bits"] == 4
     items = study_items(shared_bbq)
     spec = PromptSpec()
     out = {}
-    for name, rt in {"fast": Runtime("cpu", "float32", True, active_blas()),
-                     "native": Runtime("cpu", "float32", False, active_blas())}.items():
+    for name, rt in {
+        "fast": Runtime("cpu", "float32", True, active_blas()),
+        "native": Runtime("cpu", "float32", False, active_blas()),
+    }.items():
         model, tok, _ = load_model(q4, rt)
-        dec = Decoder(lambda: (model, tok), spec, 0.3, 5)
+        dec = Decoder(lambda model=model, tok=tok: (model, tok), spec, 0.3, 5)
         scores = score_items(model, tok, items, spec, 0, 0.3)
-        out[name] = pl.concat([answer_seed(items, scores, s, dec, "strict", rt.as_dict())
-                               for s in range(10)])
+        out[name] = pl.concat([answer_seed(items, scores, s, dec, "strict", rt.as_dict()) for s in range(10)])
     agree = (out["fast"]["choice"].fill_null(-1) == out["native"]["choice"].fill_null(-1)).mean()
     assert out["fast"].height == 200
     assert agree >= 0.99

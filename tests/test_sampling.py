@@ -1,20 +1,30 @@
 import numpy as np
 import polars as pl
 import pytest
+from conftest import study_items
 
 from compbias.inference import prompts
 from compbias.inference.answering import Decoder, PromptSpec, answer_seed, role_of, score_items
 from compbias.inference.runtime import load_model, resolve_runtime
 from compbias.inference.sampling import invert, parse_letter, sample_rows, sorted_distribution, uniform
-from conftest import study_items
 
 
-@pytest.mark.parametrize("text,strict,lenient", [
-    ("A", "A", "A"), (" B) The teenager", "B", "B"), ("(C)", "C", "C"), ("A.", "A", "A"),
-    ("The answer is B", "B", "B"), ("answer is: (c)", "C", "C"),
-    ("Cannot be determined", None, "C"), ("I think B is right", None, "B"),
-    ("Absolutely", None, "A"), ("", None, None), ("xyz", None, None),
-])
+@pytest.mark.parametrize(
+    "text,strict,lenient",
+    [
+        ("A", "A", "A"),
+        (" B) The teenager", "B", "B"),
+        ("(C)", "C", "C"),
+        ("A.", "A", "A"),
+        ("The answer is B", "B", "B"),
+        ("answer is: (c)", "C", "C"),
+        ("Cannot be determined", None, "C"),
+        ("I think B is right", None, "B"),
+        ("Absolutely", None, "A"),
+        ("", None, None),
+        ("xyz", None, None),
+    ],
+)
 def test_parse_letter(text, strict, lenient):
     assert parse_letter(text, "strict") == strict
     assert parse_letter(text, "lenient") == lenient
@@ -79,7 +89,8 @@ def test_answers_do_not_depend_on_shards_or_batching(loaded, order):
     four = _answers(loaded, 4, 200, order)  # different shards and batch compositions
     assert one.height == 40
     assert one.select("item_id", "seed", "choice", "role", "method").equals(
-        four.select("item_id", "seed", "choice", "role", "method"))
+        four.select("item_id", "seed", "choice", "role", "method")
+    )
     assert np.allclose(one["p_ans0"], four["p_ans0"], atol=1e-5)
     assert set(one["method"]) == {"first_token", "continued"}  # both paths exercised
     assert np.allclose(one["letter_mass"], one["p_ans0"] + one["p_ans1"] + one["p_ans2"])

@@ -4,13 +4,12 @@ import dataclasses
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from compbias import settings
 from compbias.config import load_schema, validate
-from compbias.inference.answering import _spec
 from compbias.inference import prompts
-
-from conftest import ROOT
+from compbias.inference.answering import _spec
 
 
 def _config(**overrides):

@@ -19,9 +19,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from polars.testing import assert_frame_equal
-
 from conftest import ROOT, SHARED_BBQ
+from polars.testing import assert_frame_equal
 
 SLURM_SH = ROOT / ".ci" / "slurm.sh"
 PROFILE = ROOT / "profiles" / "slurm"
@@ -31,12 +30,30 @@ KILLED_WILDCARDS = {"model=tiny", "variant=q4", "seed=123", "shard=1"}
 SHARD = re.compile(r"results/answers/[^/]+/[^/]+/seed=\d+/shard=\d+\.parquet")
 # machine-specific settings of the profile, overridden for this small node: every job asks for
 # 1 GB and 10 minutes (the rules read theirs from the study config's cluster section)
-CLUSTER_CFG = {"cluster": {f"{kind}_{res}": (1000 if res == "mem_mb" else 10)
-                           for kind in ("model", "checkpoint", "light", "analysis")
-                           for res in ("mem_mb", "runtime")}}
-SLURM_ARGS = ["--profile", str(PROFILE), "--jobs", "4", "--cores", "2",
-              "--group-components", "answers=3", "--seconds-between-status-checks", "1",
-              "--default-resources", "mem_mb=1000", "runtime=10", "gpu=0", "slurm_extra=''"]
+CLUSTER_CFG = {
+    "cluster": {
+        f"{kind}_{res}": (1000 if res == "mem_mb" else 10)
+        for kind in ("model", "checkpoint", "light", "analysis")
+        for res in ("mem_mb", "runtime")
+    }
+}
+SLURM_ARGS = [
+    "--profile",
+    str(PROFILE),
+    "--jobs",
+    "4",
+    "--cores",
+    "2",
+    "--group-components",
+    "answers=3",
+    "--seconds-between-status-checks",
+    "1",
+    "--default-resources",
+    "mem_mb=1000",
+    "runtime=10",
+    "gpu=0",
+    "slurm_extra=''",
+]
 
 
 def _slurm_up() -> bool:
@@ -74,12 +91,10 @@ def slurm_env(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "COMPBIAS_SLURM_DIR": str(state), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1"}
+    env = {**os.environ, "COMPBIAS_SLURM_DIR": str(state), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     t0 = time.monotonic()
     try:
-        up = subprocess.run(["bash", str(SLURM_SH), "start"], env=env, text=True,
-                            capture_output=True, timeout=600)
+        up = subprocess.run(["bash", str(SLURM_SH), "start"], env=env, text=True, capture_output=True, timeout=600)
     except subprocess.TimeoutExpired:
         subprocess.run(["bash", str(SLURM_SH), "stop"], env=env, capture_output=True, timeout=120)
         pytest.skip("SLURM did not come up within 600 s")
@@ -94,8 +109,7 @@ def slurm_env(tmp_path_factory):
         print(f"SLURM up in {time.monotonic() - t0:.0f}s: {up.stderr.strip()}")
         yield env
     finally:
-        down = subprocess.run(["bash", str(SLURM_SH), "stop"], env=env, text=True,
-                              capture_output=True, timeout=120)
+        down = subprocess.run(["bash", str(SLURM_SH), "stop"], env=env, text=True, capture_output=True, timeout=120)
         print(down.stderr)
 
 
@@ -105,9 +119,19 @@ def snakemake(work: Path, env: dict, *args: str, **kw) -> subprocess.CompletedPr
 
 def _cmd(work: Path, *args: str) -> list[str]:
     # the target first: --default-resources takes all the words after it
-    return [sys.executable, "-m", "snakemake", *args, "-s", str(ROOT / "workflow" / "Snakefile"),
-            "--directory", str(work), "--configfile", str(work / "config.yaml"),
-            str(work / "cluster.yaml")]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "-s",
+        str(ROOT / "workflow" / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(work / "config.yaml"),
+        str(work / "cluster.yaml"),
+    ]
 
 
 def planned(run: subprocess.CompletedProcess) -> dict[str, int]:
@@ -145,8 +169,12 @@ def slurm_records(ids: list[str], env: dict) -> tuple[str, dict[str, tuple[str, 
     """(source, {job id: (job name, state)}) from sacct, else the jobcomp log through
     sacct --completion, else slurmctld's memory (scontrol show job)."""
     for source, extra in (("sacct", []), ("sacct --completion", ["--completion"])):
-        run = subprocess.run(["sacct", *extra, "-n", "-P", "-X", "-j", ",".join(ids),
-                              "-o", "JobID,JobName,State"], text=True, capture_output=True, env=env)
+        run = subprocess.run(
+            ["sacct", *extra, "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,JobName,State"],
+            text=True,
+            capture_output=True,
+            env=env,
+        )
         rows = {}
         for line in run.stdout.splitlines():
             parts = line.split("|")
@@ -156,8 +184,7 @@ def slurm_records(ids: list[str], env: dict) -> tuple[str, dict[str, tuple[str, 
             return source, rows
     rows = {}
     for jobid in ids:
-        run = subprocess.run(["scontrol", "show", "job", "-o", jobid], text=True,
-                             capture_output=True, env=env)
+        run = subprocess.run(["scontrol", "show", "job", "-o", jobid], text=True, capture_output=True, env=env)
         fields = dict(f.split("=", 1) for f in run.stdout.split() if "=" in f)
         if "JobState" in fields:
             rows[jobid] = (fields.get("JobName", ""), fields["JobState"])
@@ -181,8 +208,7 @@ def local_study(tmp_path_factory, tiny_model):
     work = tmp_path_factory.mktemp("local_study")
     write_study(work, tiny_model)
     t0 = time.monotonic()
-    run = snakemake(work, {**os.environ, "HF_HUB_OFFLINE": "1"}, "results/rates.parquet",
-                    "--cores", "2", timeout=600)
+    run = snakemake(work, {**os.environ, "HF_HUB_OFFLINE": "1"}, "results/rates.parquet", "--cores", "2", timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     print(f"local run: {time.monotonic() - t0:.0f}s")
     return work
@@ -210,11 +236,12 @@ def test_answer_jobs_ran_through_slurm(slurm_study, slurm_env):
     source, records = slurm_records(ids, slurm_env)
     print(f"answer jobs per {source}: {records}")
     assert set(records) == set(ids), (source, records)
-    assert all(name == "smk-answers_answers" and state == "COMPLETED"
-               for name, state in records.values()), (source, records)
+    assert all(name == "smk-answers_answers" and state == "COMPLETED" for name, state in records.values()), (
+        source,
+        records,
+    )
     # the other rules were SLURM jobs too (one submission each)
-    other = [p.name for p in (work / ".snakemake" / "slurm_logs").glob("smk-*.log")
-             if "answers" not in p.name]
+    other = [p.name for p in (work / ".snakemake" / "slurm_logs").glob("smk-*.log") if "answers" not in p.name]
     for rule in ("items", "checkpoint", "scores", "merge", "rates", "analysis", "summary"):
         assert any(name.startswith(f"smk-{rule}-") for name in other), rule
 
@@ -237,8 +264,7 @@ def test_outputs_equal_a_local_run(slurm_study, local_study):
 
 def _find_job(env: dict) -> tuple[str, str] | None:
     """(job id, state) of the SLURM job computing the killed shard, if queued."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%k"], text=True, capture_output=True,
-                         env=env).stdout
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%k"], text=True, capture_output=True, env=env).stdout
     for line in out.splitlines():
         jobid, name, state, comment = line.split("|", 3)
         if name.startswith("smk-answers") and KILLED_WILDCARDS <= set(re.split(r"[ ,]", comment)):
@@ -255,8 +281,9 @@ def test_killed_shard_job_leaves_no_shard_and_is_redone(slurm_study, slurm_env):
     shard.unlink()
     # rerun through SLURM without retries, and scancel the shard's job once SLURM runs it
     log = open(work / "killed_run.log", "w")
-    proc = subprocess.Popen(_cmd(work, "all", *SLURM_ARGS, "--retries", "0"), env=slurm_env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        _cmd(work, "all", *SLURM_ARGS, "--retries", "0"), env=slurm_env, stdout=log, stderr=subprocess.STDOUT
+    )
     killed = None
     try:
         deadline = time.monotonic() + 180
@@ -279,8 +306,7 @@ def test_killed_shard_job_leaves_no_shard_and_is_redone(slurm_study, slurm_env):
     source, records = slurm_records([killed], slurm_env)
     print(f"killed job per {source}: {records}")
     assert records[killed][1] == "CANCELLED", (source, records)
-    status = subprocess.run([str(PROFILE / "status.py"), killed], text=True, capture_output=True,
-                            env=slurm_env)
+    status = subprocess.run([str(PROFILE / "status.py"), killed], text=True, capture_output=True, env=slurm_env)
     assert status.stdout.strip() == "failed"
     # nothing that looks like the shard: at most a hidden temporary of the atomic write
     assert not shard.exists()
@@ -289,8 +315,16 @@ def test_killed_shard_job_leaves_no_shard_and_is_redone(slurm_study, slurm_env):
     dry = snakemake(work, slurm_env, "all", "-n", *SLURM_ARGS)
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs = planned(dry)
-    assert jobs == {"answers": 1, "merge": 1, "rates": 1, "analysis": 1, "figures": 1,
-                    "report_tables": 1, "summary": 1, "all": 1}, dry.stdout[-3000:]
+    assert jobs == {
+        "answers": 1,
+        "merge": 1,
+        "rates": 1,
+        "analysis": 1,
+        "figures": 1,
+        "report_tables": 1,
+        "summary": 1,
+        "all": 1,
+    }, dry.stdout[-3000:]
     rerun = snakemake(work, slurm_env, "all", *SLURM_ARGS, timeout=600)
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-5000:]
     assert shard.exists()
@@ -308,26 +342,39 @@ exit 0
 """
 
 
-@pytest.mark.parametrize("fake, expected", [
-    ({"SQUEUE": "PENDING"}, "running"),
-    ({"SQUEUE": "RUNNING"}, "running"),
-    ({"SQUEUE": "COMPLETING"}, "running"),
-    ({"SQUEUE": "COMPLETED"}, "success"),
-    ({"SQUEUE": "OUT_OF_MEMORY"}, "failed"),
-    # gone from squeue: slurmctld still remembers it
-    ({"SQUEUE_ERR": "slurm_load_jobs error: Invalid job id specified",
-      "SCONTROL": "JobId=5 JobName=smk-answers JobState=CANCELLED Reason=None"}, "failed"),
-    ({"SCONTROL": "JobId=5 JobName=smk-answers JobState=COMPLETED Reason=None"}, "success"),
-    # only accounting, or only the jobcomp log (sacct --completion), knows it
-    ({"SACCT": "5|TIMEOUT"}, "failed"),
-    ({"SACCT_ERR": "Slurm accounting storage is disabled", "SACCT_C": "5|COMPLETED"}, "success"),
-    ({"SACCT_ERR": "Slurm accounting storage is disabled", "SACCT_C": "5|CANCELLED by 0"}, "failed"),
-    # nobody knows the job: failed (Snakemake retries it)
-    ({"SACCT_ERR": "Slurm accounting storage is disabled"}, "failed"),
-    # SLURM does not answer: keep it running, ask again at the next check
-    ({"SQUEUE_ERR": "slurm_load_jobs error: Unable to contact slurm controller",
-      "SCONTROL_ERR": "slurm_load_jobs error: Unable to contact slurm controller"}, "running"),
-])
+@pytest.mark.parametrize(
+    "fake, expected",
+    [
+        ({"SQUEUE": "PENDING"}, "running"),
+        ({"SQUEUE": "RUNNING"}, "running"),
+        ({"SQUEUE": "COMPLETING"}, "running"),
+        ({"SQUEUE": "COMPLETED"}, "success"),
+        ({"SQUEUE": "OUT_OF_MEMORY"}, "failed"),
+        # gone from squeue: slurmctld still remembers it
+        (
+            {
+                "SQUEUE_ERR": "slurm_load_jobs error: Invalid job id specified",
+                "SCONTROL": "JobId=5 JobName=smk-answers JobState=CANCELLED Reason=None",
+            },
+            "failed",
+        ),
+        ({"SCONTROL": "JobId=5 JobName=smk-answers JobState=COMPLETED Reason=None"}, "success"),
+        # only accounting, or only the jobcomp log (sacct --completion), knows it
+        ({"SACCT": "5|TIMEOUT"}, "failed"),
+        ({"SACCT_ERR": "Slurm accounting storage is disabled", "SACCT_C": "5|COMPLETED"}, "success"),
+        ({"SACCT_ERR": "Slurm accounting storage is disabled", "SACCT_C": "5|CANCELLED by 0"}, "failed"),
+        # nobody knows the job: failed (Snakemake retries it)
+        ({"SACCT_ERR": "Slurm accounting storage is disabled"}, "failed"),
+        # SLURM does not answer: keep it running, ask again at the next check
+        (
+            {
+                "SQUEUE_ERR": "slurm_load_jobs error: Unable to contact slurm controller",
+                "SCONTROL_ERR": "slurm_load_jobs error: Unable to contact slurm controller",
+            },
+            "running",
+        ),
+    ],
+)
 def test_status_script_maps_slurm_states(tmp_path, fake, expected):
     for cmd, var in (("squeue", "SQUEUE"), ("scontrol", "SCONTROL"), ("sacct", "SACCT")):
         path = tmp_path / cmd
@@ -336,7 +383,8 @@ def test_status_script_maps_slurm_states(tmp_path, fake, expected):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_")}
     env["PATH"] = f"{tmp_path}{os.pathsep}{env['PATH']}"
     env.update({f"FAKE_{k}": v for k, v in fake.items()})
-    run = subprocess.run([sys.executable, str(PROFILE / "status.py"), "5"], text=True,
-                         capture_output=True, env=env, timeout=60)
+    run = subprocess.run(
+        [sys.executable, str(PROFILE / "status.py"), "5"], text=True, capture_output=True, env=env, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout == f"{expected}\n", run.stderr

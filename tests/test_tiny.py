@@ -10,11 +10,15 @@ from compbias.testing.tiny import PROBE, build_random_model
 def test_letter_mass_calibrated(tmp_path, mass, temperature):
     from mlx_lm import load
 
-    shape = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3,
-             "num_attention_heads": 4, "num_key_value_heads": 2}
+    shape = {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    }
     probes = [PROBE.replace("who?", f"who is number {k}?") for k in range(4)]
-    out = build_random_model(tmp_path / "m", shape, probes=probes, letter_mass=mass,
-                             temperature=temperature, seed=1)
+    out = build_random_model(tmp_path / "m", shape, probes=probes, letter_mass=mass, temperature=temperature, seed=1)
     model, tok = load(str(out))
     letters = mx.array([tok.convert_tokens_to_ids(c) for c in "ABC"])
     masses = []

@@ -3,7 +3,6 @@ import math
 import polars as pl
 import pytest
 
-from compbias.testing.synthetic import complete_answers, synthetic_answers
 from compbias.stats.transitions import (
     excess_emergence,
     item_table,
@@ -13,6 +12,7 @@ from compbias.stats.transitions import (
     role_flows,
     transitions,
 )
+from compbias.testing.synthetic import complete_answers, synthetic_answers
 
 U, B, A, X = "unknown", "biased", "anti", "invalid"
 # item -> category, baseline roles (seeds 0,1,2), q4 roles, baseline p_biased, q4 p_biased per seed,
@@ -45,9 +45,24 @@ def row(df: pl.DataFrame, **keys) -> dict:
 def test_item_table_hand_values():
     it = item_table(_answers())
     assert it.columns == [
-        "model", "variant", "item_id", "category", "condition", "polarity", "n_seeds", "frac_biased", "frac_anti",
-        "frac_unknown", "frac_invalid", "any_biased", "any_anti", "majority", "p_biased", "p_anti", "p_unknown",
-    ]  # fmt: skip
+        "model",
+        "variant",
+        "item_id",
+        "category",
+        "condition",
+        "polarity",
+        "n_seeds",
+        "frac_biased",
+        "frac_anti",
+        "frac_unknown",
+        "frac_invalid",
+        "any_biased",
+        "any_anti",
+        "majority",
+        "p_biased",
+        "p_anti",
+        "p_unknown",
+    ]
     assert it.height == 10  # 5 items x 2 variants; placebo rows excluded
     assert (it["n_seeds"] == 3).all()
     i2 = row(it, variant="base", item_id="i2")  # placebo seed 12 answered biased but must not count
@@ -63,8 +78,18 @@ def test_item_table_hand_values():
 
 def test_transitions_hand_values():
     t = transitions(item_table(_answers()), "base")
-    assert t.columns == ["model", "variant", "category", "n_items", "n_unbiased_base", "n_became_biased",
-                         "pct_became_biased", "n_unanti_base", "n_became_anti", "pct_became_anti"]  # fmt: skip
+    assert t.columns == [
+        "model",
+        "variant",
+        "category",
+        "n_items",
+        "n_unbiased_base",
+        "n_became_biased",
+        "pct_became_biased",
+        "n_unanti_base",
+        "n_became_anti",
+        "pct_became_anti",
+    ]
     assert t["variant"].unique().to_list() == ["q4"]
     cols = ["n_items", "n_unbiased_base", "n_became_biased", "n_unanti_base", "n_became_anti"]
     # age: unbiased at base i1,i2,i4 -> became i1,i4 (2/3); no anti at base i1,i3 -> none became anti
@@ -80,8 +105,9 @@ def test_transitions_hand_values():
 
 
 def test_transitions_no_unbiased_items_gives_nan():
-    a = complete_answers({"model": "m", "variant": ["base", "q4"], "seed": 0, "item_id": "i", "category": "age",
-                          "role": "biased"})  # fmt: skip
+    a = complete_answers(
+        {"model": "m", "variant": ["base", "q4"], "seed": 0, "item_id": "i", "category": "age", "role": "biased"}
+    )
     t = transitions(item_table(a), "base")
     assert (t["n_unbiased_base"] == 0).all() and t["pct_became_biased"].is_nan().all()
 
@@ -136,13 +162,29 @@ def test_probability_shifts_hand_values():
     assert items.columns == ["model", "variant", "item_id", "category", "condition", "d_p_biased", "d_p_unknown"]
     assert row(items, item_id="i1")["d_p_biased"] == pytest.approx(0.4)  # .5 - .1
     s = row(ps["summary"], category="age", quantity="d_p_biased")
-    assert ps["summary"].columns == ["model", "variant", "category", "quantity", "n_items", "mean", "median",
-                                     "q05", "q25", "q75", "q95", "share_gt_0p1", "share_gt_0p5"]  # fmt: skip
+    assert ps["summary"].columns == [
+        "model",
+        "variant",
+        "category",
+        "quantity",
+        "n_items",
+        "mean",
+        "median",
+        "q05",
+        "q25",
+        "q75",
+        "q95",
+        "share_gt_0p1",
+        "share_gt_0p5",
+    ]
     # age deltas: i1 .4, i2 1/3-.2=.133333, i3 0, i4 1/3-.5=-.166667
     # mean .366667/4=.0916667; median (0+.133333)/2; q25 = -.166667 + .75*.166667 = -.0416667
     assert (s["n_items"], s["mean"], s["median"], s["q25"]) == (
-        4, pytest.approx(0.0916667), pytest.approx(0.0666667), pytest.approx(-0.0416667),
-    )  # fmt: skip
+        4,
+        pytest.approx(0.0916667),
+        pytest.approx(0.0666667),
+        pytest.approx(-0.0416667),
+    )
     assert (s["share_gt_0p1"], s["share_gt_0p5"]) == (0.5, 0.0)
 
 

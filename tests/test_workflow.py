@@ -4,11 +4,11 @@ import subprocess
 
 import polars as pl
 import pytest
-
-from compbias.inference.answering import ANSWER_SCHEMA
-from compbias.data.bbq import ITEM_SCHEMA
-from compbias.inference.merge import merge_answers
 from conftest import snakemake
+
+from compbias.data.bbq import ITEM_SCHEMA
+from compbias.inference.answering import ANSWER_SCHEMA
+from compbias.inference.merge import merge_answers
 
 pytestmark = pytest.mark.slow
 
@@ -86,14 +86,32 @@ def test_figures_summary_and_report(study):
     assert len(expected) == len(heads) and all("virtual seed sets" in e for e in expected)
     assert "excess" not in summary
     tables = sorted(p.name for p in (work / "results" / "report_tables").iterdir())
-    assert tables == sorted(f"{t}.csv" for t in ("rates", "transitions", "expected_emergence", "direction_tests",
-                                                  "excess_emergence", "bias_scores", "regression_coefficients",
-                                                  "perplexity", "sparsity_coefficients"))
+    assert tables == sorted(
+        f"{t}.csv"
+        for t in (
+            "rates",
+            "transitions",
+            "expected_emergence",
+            "direction_tests",
+            "excess_emergence",
+            "bias_scores",
+            "regression_coefficients",
+            "perplexity",
+            "sparsity_coefficients",
+        )
+    )
     report = work / "report.html"
     run = snakemake(work, "--report", str(report))
     assert run.returncode == 0, run.stderr[-5000:]
     html = report.read_text()
     assert len(html) > 200_000  # the figures are embedded
-    for text in ("compbias: does compressing", "Emergence of biased answers: the study seeds", "Answer-role rates",
-                 "dose_response.png", "pruning.png", "summary.md", "excess_emergence.csv"):
+    for text in (
+        "compbias: does compressing",
+        "Emergence of biased answers: the study seeds",
+        "Answer-role rates",
+        "dose_response.png",
+        "pruning.png",
+        "summary.md",
+        "excess_emergence.csv",
+    ):
         assert text in html, text

@@ -16,14 +16,19 @@ def main(argv: list[str] | None = None) -> None:
     gg.add_argument("spec", help="a .gguf path or package:NAME")
     gg.add_argument("out")
     gg.add_argument("--dtype", default="bfloat16")
-    ver = sub.add_parser("verify", help="check every shard, table and checkpoint of a results tree "
-                         "and print the command that rebuilds the bad ones")
-    ver.add_argument("directory", nargs="?", default=".",
-                     help="the study's working directory (holding results/)")
-    ver.add_argument("--configfile", nargs="*", default=[],
-                     help="the study's config files, for the printed rebuild command")
-    chk = sub.add_parser("check-config", help="parse and validate config files (merged in order, "
-                         "like --configfile); YAML errors name the file and line")
+    ver = sub.add_parser(
+        "verify",
+        help="check every shard, table and checkpoint of a results tree "
+        "and print the command that rebuilds the bad ones",
+    )
+    ver.add_argument("directory", nargs="?", default=".", help="the study's working directory (holding results/)")
+    ver.add_argument(
+        "--configfile", nargs="*", default=[], help="the study's config files, for the printed rebuild command"
+    )
+    chk = sub.add_parser(
+        "check-config",
+        help="parse and validate config files (merged in order, like --configfile); YAML errors name the file and line",
+    )
     chk.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
     if args.cmd == "check-config":
@@ -46,10 +51,16 @@ def main(argv: list[str] | None = None) -> None:
         report = verify_tree(args.directory)
         snakefile = Path(__file__).resolve().parents[2] / "workflow" / "Snakefile"
         workdir = Path(args.directory).resolve()
-        print(format_report(report, study_args(
-            snakefile if snakefile.exists() else None,
-            workdir if workdir != Path.cwd() else None,
-            [Path(c).resolve() for c in args.configfile])))
+        print(
+            format_report(
+                report,
+                study_args(
+                    snakefile if snakefile.exists() else None,
+                    workdir if workdir != Path.cwd() else None,
+                    [Path(c).resolve() for c in args.configfile],
+                ),
+            )
+        )
         raise SystemExit(1 if report.problems else 0)
     if args.cmd == "tiny-model":
         from compbias.testing.tiny import build_tiny_model

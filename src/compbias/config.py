@@ -70,9 +70,12 @@ def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str,
     return schema
 
 
-_TYPES = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-          "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          "boolean": lambda v: isinstance(v, bool), "null": lambda v: v is None}
+_TYPES = {
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
 
 
 def _takes_type(schema: Mapping[str, Any], value: Any, root: Mapping[str, Any]) -> bool:
@@ -197,8 +200,10 @@ def _perturb_checks(name: str, spec: Mapping[str, Any], variants: Mapping[str, A
         yield f"{key}.like': {exc}" if "perturb.like" in str(exc) else f"{key}': {exc}"
     for other in ("base", "dtype"):
         if other in spec:
-            yield (f"config key 'variants.{name}.{other}': a perturb variant starts from the baseline "
-                   "checkpoint and keeps its dtype")
+            yield (
+                f"config key 'variants.{name}.{other}': a perturb variant starts from the baseline "
+                "checkpoint and keeps its dtype"
+            )
 
 
 def model_source(spec: str | Mapping[str, Any]) -> tuple[str, str]:

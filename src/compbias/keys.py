@@ -57,6 +57,9 @@ def checkpoint_key(config: Mapping[str, Any], model: str, variant: str) -> str:
     if src is not None and src != variant:
         parts["from"] = checkpoint_key(config, model, src)
     else:
-        parts["model"] = {"kind": kind, "location": location,
-                          "dtype": mspec.get("dtype") if isinstance(mspec, Mapping) else None}
+        parts["model"] = {
+            "kind": kind,
+            "location": location,
+            "dtype": mspec.get("dtype") if isinstance(mspec, Mapping) else None,
+        }
     return digest(parts)

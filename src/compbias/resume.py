@@ -121,9 +121,12 @@ def incomplete_markers(state: str | Path = ".snakemake") -> dict[str, Path]:
     return out
 
 
-def settle_incomplete(verify: Callable[[Path], str | None], state: str | Path = ".snakemake",
-                      workdir: str | Path = ".", only: Iterable[str] | None = None,
-                      ) -> tuple[list[str], list[str]]:
+def settle_incomplete(
+    verify: Callable[[Path], str | None],
+    state: str | Path = ".snakemake",
+    workdir: str | Path = ".",
+    only: Iterable[str] | None = None,
+) -> tuple[list[str], list[str]]:
     """For every output Snakemake marked incomplete (or those in ``only``): keep it and clear the
     marker when ``verify(path)`` returns None (complete), delete it and the marker when it returns
     a problem (so the job is rebuilt); a missing output just loses its marker. Temporary siblings
@@ -134,7 +137,7 @@ def settle_incomplete(verify: Callable[[Path], str | None], state: str | Path = 
     """
     kept, deleted = [], []
     markers = incomplete_markers(state)
-    for name in (markers if only is None else [n for n in only if n in markers]):
+    for name in markers if only is None else [n for n in only if n in markers]:
         marker = markers[name]
         path = Path(workdir) / name
         if path.exists() or path.is_symlink():

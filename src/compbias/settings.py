@@ -122,8 +122,14 @@ class Study:
     cluster: Mapping[str, int] = field(default_factory=dict)
 
 
-_SECTIONS = {"decoding": Decoding, "prompt": Prompt, "dataset": Dataset, "runtime": Runtime,
-             "perplexity": Perplexity, "analysis": Analysis}
+_SECTIONS = {
+    "decoding": Decoding,
+    "prompt": Prompt,
+    "dataset": Dataset,
+    "runtime": Runtime,
+    "perplexity": Perplexity,
+    "analysis": Analysis,
+}
 
 
 @cache
@@ -151,11 +157,17 @@ def coerce_section(cls: type[T], name: str, value: T | Mapping[str, Any] | None)
 def study(config: Mapping[str, Any]) -> Study:
     """The typed :class:`Study` of a validated config (:func:`compbias.config.validate`)."""
     sections = {name: section(cls, name, config.get(name)) for name, cls in _SECTIONS.items()}
-    return Study(models=config["models"], variants=config["variants"], baseline=config["baseline"],
-                 seeds=tuple(int(s) for s in config["seeds"]),
-                 placebo_seeds=tuple(int(s) for s in config["placebo_seeds"]),
-                 shards=int(config["shards"]), delete_checkpoints=bool(config["delete_checkpoints"]),
-                 cluster=dict(config["cluster"]), **sections)
+    return Study(
+        models=config["models"],
+        variants=config["variants"],
+        baseline=config["baseline"],
+        seeds=tuple(int(s) for s in config["seeds"]),
+        placebo_seeds=tuple(int(s) for s in config["placebo_seeds"]),
+        shards=int(config["shards"]),
+        delete_checkpoints=bool(config["delete_checkpoints"]),
+        cluster=dict(config["cluster"]),
+        **sections,
+    )
 
 
 def quantize(spec: Mapping[str, Any]) -> Quantize:

@@ -5,10 +5,20 @@ from compbias.settings import study
 
 with log_to(snakemake.log[0]) as log:
     cfg = study(snakemake.config)
-    answers = answers_job(read_parquet(snakemake.input.items_table), read_parquet(snakemake.input.scores),
-                          snakemake.input.checkpoint, int(snakemake.wildcards.shard),
-                          int(snakemake.wildcards.seed), cfg.decoding, cfg.prompt, cfg.runtime,
-                          snakemake.threads)
-    log.info("roles %s; methods %s", dict(answers["role"].value_counts().iter_rows()),
-             dict(answers["method"].value_counts().iter_rows()))
+    answers = answers_job(
+        read_parquet(snakemake.input.items_table),
+        read_parquet(snakemake.input.scores),
+        snakemake.input.checkpoint,
+        int(snakemake.wildcards.shard),
+        int(snakemake.wildcards.seed),
+        cfg.decoding,
+        cfg.prompt,
+        cfg.runtime,
+        snakemake.threads,
+    )
+    log.info(
+        "roles %s; methods %s",
+        dict(answers["role"].value_counts().iter_rows()),
+        dict(answers["method"].value_counts().iter_rows()),
+    )
     write_parquet(answers, snakemake.output[0])

@@ -18,10 +18,16 @@ with log_to(snakemake.log[0]) as log:
 
     written = [
         *figures.dose_response(rates, variants, stem(out.dose_response)),
-        *figures.emergence_figure(read_parquet(inp.transitions), stem(out.transitions),
-                                  expected=read_parquet(inp.expected), direction=read_parquet(inp.direction),
-                                  noise_floor=read_parquet(inp.noise_floor), variants=variants,
-                                  controls=perturbation_controls(snakemake.params.variants_cfg), baseline=baseline),
+        *figures.emergence_figure(
+            read_parquet(inp.transitions),
+            stem(out.transitions),
+            expected=read_parquet(inp.expected),
+            direction=read_parquet(inp.direction),
+            noise_floor=read_parquet(inp.noise_floor),
+            variants=variants,
+            controls=perturbation_controls(snakemake.params.variants_cfg),
+            baseline=baseline,
+        ),
         *figures.perplexity_vs_bias(ppl, rates, stem(out.perplexity_vs_bias), variants=variants, baseline=baseline),
         *figures.category_heatmap(rates, stem(out.category_heatmap), variants=variants, baseline=baseline),
         *figures.pruning(rates, ppl, variants, stem(out.pruning), baseline=baseline),

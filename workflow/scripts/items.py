@@ -7,14 +7,12 @@ with log_to(snakemake.log[0]) as log:
     cfg = study(snakemake.config)
     items = build_items(cfg.dataset, cfg.shards)
     unresolved, disagree = target_report(items)
-    log.info("%d items; per category: %s", items.height,
-             dict(items.group_by("category").len().sort("category").iter_rows()))
-    log.info("%d items with unresolved bias target: %s", unresolved.height,
-             ", ".join(unresolved["item_id"]))
+    log.info(
+        "%d items; per category: %s", items.height, dict(items.group_by("category").len().sort("category").iter_rows())
+    )
+    log.info("%d items with unresolved bias target: %s", unresolved.height, ", ".join(unresolved["item_id"]))
     if disagree.height:
-        log.warning("%d items whose source target label disagrees with the derived one",
-                    disagree.height)
-    write_csv(unresolved.with_columns(unresolved["stereotyped_groups"].list.join(";")),
-              snakemake.output.unresolved)
+        log.warning("%d items whose source target label disagrees with the derived one", disagree.height)
+    write_csv(unresolved.with_columns(unresolved["stereotyped_groups"].list.join(";")), snakemake.output.unresolved)
     write_csv(disagree, snakemake.output.disagreements)
     write_parquet(items, snakemake.output.items_table)

@@ -15,8 +15,15 @@ with log_to(snakemake.log[0]) as log:
     scores = {g: pl.concat(parts, how="diagonal_relaxed") for g, parts in groups.items()}
     p = snakemake.params
     check_seeds(p.placebo_seeds)  # the study seeds are checked by virtual_outcomes
-    table = virtual_outcomes(scores, read_parquet(snakemake.input.items_table), p.rng, int(p.n_sets),
-                             p.seeds, threads=snakemake.threads)
-    log.info("%d items x %d sets of %d seeds (rng %s): %.2f%% of draws need continuing", table.height,
-             int(p.n_sets), len(p.seeds), p.rng, 100 * table["n_continue"].sum() / max(1, table["n_draws"].sum()))
+    table = virtual_outcomes(
+        scores, read_parquet(snakemake.input.items_table), p.rng, int(p.n_sets), p.seeds, threads=snakemake.threads
+    )
+    log.info(
+        "%d items x %d sets of %d seeds (rng %s): %.2f%% of draws need continuing",
+        table.height,
+        int(p.n_sets),
+        len(p.seeds),
+        p.rng,
+        100 * table["n_continue"].sum() / max(1, table["n_draws"].sum()),
+    )
     write_parquet(table, snakemake.output[0])

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compbias.data.bbq import CATEGORIES, BBQRecordError, json_problem, parse_record
 from compbias.compress.checkpoints import variant_kind
 from compbias.config import ConfigError, model_source
+from compbias.data.bbq import CATEGORIES, BBQRecordError, json_problem, parse_record
 from compbias.settings import Dataset, Perplexity, coerce_section
 
 #: A Hugging Face repo id: ``org/name``.
@@ -146,13 +146,16 @@ def hub_cached(repo_id: str) -> bool:
 def _hub_problem(key: str, repo_id: str, check_hub: bool) -> str | None:
     """A problem with hub model ``repo_id`` (config key ``key``), or None."""
     if not HUB_ID.match(repo_id):
-        return (f"config key '{key}': {repo_id!r} is neither an existing local path nor a "
-                "Hugging Face repo id (org/name)")
+        return (
+            f"config key '{key}': {repo_id!r} is neither an existing local path nor a Hugging Face repo id (org/name)"
+        )
     if not check_hub or hub_cached(repo_id):
         return None
     if hub_offline():
-        return (f"config key '{key}': Hugging Face repo {repo_id!r} is not in the local cache and "
-                "HF_HUB_OFFLINE is set (nor is it an existing local path)")
+        return (
+            f"config key '{key}': Hugging Face repo {repo_id!r} is not in the local cache and "
+            "HF_HUB_OFFLINE is set (nor is it an existing local path)"
+        )
     from huggingface_hub import model_info
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -163,8 +166,10 @@ def _hub_problem(key: str, repo_id: str, check_hub: bool) -> str | None:
     except RepositoryNotFoundError:
         return f"config key '{key}': Hugging Face repo {repo_id!r} does not exist (or is private)"
     except Exception as exc:  # connection errors, timeouts
-        return (f"config key '{key}': Hugging Face repo {repo_id!r} is not in the local cache and "
-                f"the hub is unreachable ({type(exc).__name__})")
+        return (
+            f"config key '{key}': Hugging Face repo {repo_id!r} is not in the local cache and "
+            f"the hub is unreachable ({type(exc).__name__})"
+        )
     return None
 
 
@@ -193,8 +198,9 @@ def _local_model_problem(key: str, spec: Any, kind: str, location: str) -> str |
     """The problem of a model source that names a missing local path (kind path, or a hub
     source that looks like a path), else None."""
     if kind == "path":
-        return None if Path(location).expanduser().exists() else (
-            f"config key '{key}.path': {location!r} does not exist")
+        return (
+            None if Path(location).expanduser().exists() else (f"config key '{key}.path': {location!r} does not exist")
+        )
     if kind == "hf" and _local_like(location):
         where = key if isinstance(spec, str) else f"{key}.hf"
         return f"config key '{where}': local path {location!r} does not exist"
@@ -250,9 +256,15 @@ def model_problems(config: Mapping[str, Any], check_hub: bool = False) -> list[s
             problem = _gguf_problem(key, spec["gguf"])
         elif kind == "checkpoint":
             src = spec["checkpoint"]
-            problem = None if Path(src).expanduser().exists() else (
-                f"config key '{key}': local path {src!r} does not exist" if _local_like(src)
-                else _hub_problem(key, src, check_hub))
+            problem = (
+                None
+                if Path(src).expanduser().exists()
+                else (
+                    f"config key '{key}': local path {src!r} does not exist"
+                    if _local_like(src)
+                    else _hub_problem(key, src, check_hub)
+                )
+            )
         else:
             problem = None
         if problem:
@@ -277,11 +289,13 @@ def corpus_problems(config: Mapping[str, Any]) -> list[str]:
             continue
         if Path(source).expanduser().exists() or glob.has_magic(source):
             if not _text_files(source):
-                problems.append(f"config key 'variants.{name}.prune.calibration.source': "
-                                f"no calibration files at {source!r}")
+                problems.append(
+                    f"config key 'variants.{name}.prune.calibration.source': no calibration files at {source!r}"
+                )
         elif _local_like(source):
-            problems.append(f"config key 'variants.{name}.prune.calibration.source': "
-                            f"local path {source!r} does not exist")
+            problems.append(
+                f"config key 'variants.{name}.prune.calibration.source': local path {source!r} does not exist"
+            )
     return problems
 
 

@@ -41,9 +41,11 @@ def settle(workdir: str | Path = ".") -> None:
     for lock in removed:
         say(f"removed the stale lock {lock} of a killed run (its process is gone)")
     if held:  # a live run (or one on another host, or an unknown owner): respected
-        say("this directory is locked by another snakemake run: " + ", ".join(held) + ". A real "
+        say(
+            "this directory is locked by another snakemake run: " + ", ".join(held) + ". A real "
             "run here is refused (LockException, or IncompleteFilesException naming the outputs the "
-            "other run is writing); do not --unlock or --rerun-incomplete while it runs")
+            "other run is writing); do not --unlock or --rerun-incomplete while it runs"
+        )
         return
     markers = resume.incomplete_markers(state)
     if not markers:
@@ -52,11 +54,13 @@ def settle(workdir: str | Path = ".") -> None:
     if items:  # verify it first: the shards' expected rows come from it
         resume.settle_incomplete(verify_output, state, workdir, only=[items])
     expected = _expected(workdir)
-    kept, deleted = resume.settle_incomplete(
-        lambda path: verify_output(path, expected), state, workdir)
+    kept, deleted = resume.settle_incomplete(lambda path: verify_output(path, expected), state, workdir)
     if kept:
-        say(f"{len(kept)} output(s) of an interrupted run verified complete and kept: "
-            + ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
+        say(
+            f"{len(kept)} output(s) of an interrupted run verified complete and kept: "
+            + ", ".join(kept[:5])
+            + (" ..." if len(kept) > 5 else "")
+        )
     for name in deleted:
         say(f"incomplete output of an interrupted run deleted, to be rebuilt: {name}")
 
@@ -89,8 +93,11 @@ def before_dag(config: Mapping[str, Any], main: bool = True, workdir: str | Path
     for path, problem in bad:
         say(f"corrupt shard: {path}: {problem}")
     if bad:
-        say("rebuild with the study's command plus: --forcerun " + " ".join(p for p, _ in bad)
-            + " (compbias verify checks every file in full)")
+        say(
+            "rebuild with the study's command plus: --forcerun "
+            + " ".join(p for p, _ in bad)
+            + " (compbias verify checks every file in full)"
+        )
     return data
 
 

@@ -36,8 +36,9 @@ class Expected:
         return cls(out)
 
 
-def parquet_problem(path: Path, columns: Mapping[str, pl.DataType] | Sequence[str] = (),
-                    full: bool = False) -> tuple[str | None, pl.DataFrame | None]:
+def parquet_problem(
+    path: Path, columns: Mapping[str, pl.DataType] | Sequence[str] = (), full: bool = False
+) -> tuple[str | None, pl.DataFrame | None]:
     """(problem or None, the table when ``full``): the footer must parse and name ``columns``
     (with their dtypes when a mapping); with ``full`` every page is read as well."""
     try:
@@ -200,8 +201,9 @@ def rebuild_command(paths: Sequence[str], snakemake_args: Sequence[str] = ()) ->
     return shlex.join(["snakemake", *snakemake_args, "--cores", "1", "all", "--forcerun", *paths])
 
 
-def study_args(snakefile: str | Path | None, workdir: str | Path | None,
-               configfiles: Sequence[str | Path] = ()) -> list[str]:
+def study_args(
+    snakefile: str | Path | None, workdir: str | Path | None, configfiles: Sequence[str | Path] = ()
+) -> list[str]:
     """Snakemake arguments naming the Snakefile, working directory and config files."""
     args: list[str] = []
     if snakefile is not None:
@@ -219,6 +221,8 @@ def format_report(report: Report, snakemake_args: Sequence[str] = ()) -> str:
         return f"verify: {report.checked} files checked, all complete"
     lines = [f"verify: {len(report.problems)} of {report.checked} files are corrupt or incomplete:"]
     lines += [f"  {path}: {problem}" for path, problem in report.problems]
-    lines += ["rebuild them (and what depends on them) with:",
-              "  " + rebuild_command([p for p, _ in report.problems], snakemake_args)]
+    lines += [
+        "rebuild them (and what depends on them) with:",
+        "  " + rebuild_command([p for p, _ in report.problems], snakemake_args),
+    ]
     return "\n".join(lines)

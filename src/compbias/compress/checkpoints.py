@@ -62,15 +62,18 @@ def checkpoint_stats(path: str | Path) -> dict[str, Any]:
     size = sum(f.resolve().stat().st_size for f in path.glob("*.safetensors"))
     model, config = load_model(path, lazy=True)
     q = config.get("quantization") or {}
-    return {"size_bytes": size, "n_params": int(get_total_parameters(model)),
-            "stored_bits": q.get("bits"), "stored_group_size": q.get("group_size")}
+    return {
+        "size_bytes": size,
+        "n_params": int(get_total_parameters(model)),
+        "stored_bits": q.get("bits"),
+        "stored_group_size": q.get("group_size"),
+    }
 
 
 #: Files of a source checkpoint that a derived one (pruned, perturbed) does not copy: its
 #: weights and config are written anew, and manifests describe the source (prune_manifest.json:
 #: the second manifest that pruned checkpoints had before the ``pruning`` section).
-DERIVED_SKIP = ("*.safetensors", "*.safetensors.index.json", "config.json", "compbias_*.json",
-                "prune_manifest.json")
+DERIVED_SKIP = ("*.safetensors", "*.safetensors.index.json", "config.json", "compbias_*.json", "prune_manifest.json")
 
 
 def save_derived(tmp: Path, model, config: Mapping[str, Any], src: Path) -> None:
@@ -111,8 +114,7 @@ def link_checkpoint(source: str, out: Path) -> None:
                 (tmp / f.name).symlink_to(f.resolve())
 
 
-def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], model: str,
-                     variant: str) -> dict[str, Any]:
+def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], model: str, variant: str) -> dict[str, Any]:
     """Build the checkpoint of ``variant`` from ``source`` (hub repo id, MLX/HF directory, or the
     checkpoint of the variant it is based on) into ``out`` and write its manifest.
 
@@ -123,8 +125,13 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
     out = Path(out)
     kind = variant_kind(spec)
     start = time.perf_counter()
-    manifest: dict[str, Any] = {"model": model, "variant": variant, "kind": kind,
-                                "source": str(source), "bits": variant_bits(spec)}
+    manifest: dict[str, Any] = {
+        "model": model,
+        "variant": variant,
+        "kind": kind,
+        "source": str(source),
+        "bits": variant_bits(spec),
+    }
     if kind == "checkpoint":
         link_checkpoint(spec["checkpoint"], out)
         manifest["source"] = spec["checkpoint"]
@@ -145,8 +152,9 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
         with atomic_dir(out) as tmp:
             kw = {"quantize": True, "q_bits": q.bits, "q_group_size": q.group_size, "q_mode": q.mode} if q else {}
             convert(str(source), str(tmp), dtype=variant_dtype(spec), **kw)
-        manifest.update(dtype=variant_dtype(spec), group_size=q and q.group_size,
-                        mode=spec["quantize"].get("mode") if q else None)
+        manifest.update(
+            dtype=variant_dtype(spec), group_size=q and q.group_size, mode=spec["quantize"].get("mode") if q else None
+        )
     if kind not in ("prune", "perturb") and (Path(source) / MANIFEST).exists():
         base = read_manifest(source)  # e.g. wanda-50 then q4 keeps its sparsity
         if base.get("pruning"):

@@ -80,8 +80,11 @@ def validate_spec(
             raise _fail(variant_name, f"perturb.like {like!r} is not a quantization (it has no quantize spec)")
         base = target.get("base")
         if base is not None and base != baseline:
-            raise _fail(variant_name, f"perturb.like {like!r} is built on {base!r}, not on the baseline "
-                                      f"{baseline!r}; its error is not the quantizer's on the baseline weights")
+            raise _fail(
+                variant_name,
+                f"perturb.like {like!r} is built on {base!r}, not on the baseline "
+                f"{baseline!r}; its error is not the quantizer's on the baseline weights",
+            )
     q = quantize(q)
     return PerturbSpec(like, q.bits, q.group_size, q.mode, int(seed))
 
@@ -106,8 +109,9 @@ def quantized_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def dequantized(module: nn.Module) -> mx.array:
     """The weight a quantized module computes with: ``mx.dequantize`` of its packed weight."""
-    return mx.dequantize(module.weight, module.scales, module.get("biases"), module.group_size, module.bits,
-                         module.mode)  # fmt: skip
+    return mx.dequantize(
+        module.weight, module.scales, module.get("biases"), module.group_size, module.bits, module.mode
+    )
 
 
 def perturb_weight(weight: mx.array, target_rms: float, key: mx.array) -> tuple[mx.array, float]:
@@ -131,8 +135,9 @@ def perturb_weight(weight: mx.array, target_rms: float, key: mx.array) -> tuple[
     return new, got
 
 
-def perturb_model(model: nn.Module, probe: nn.Module, config: Mapping[str, Any], spec: PerturbSpec,
-                  *, variant_name: str = "") -> dict[str, Any]:
+def perturb_model(
+    model: nn.Module, probe: nn.Module, config: Mapping[str, Any], spec: PerturbSpec, *, variant_name: str = ""
+) -> dict[str, Any]:
     """Perturb ``model`` in place like ``spec``'s quantization and return the statistics.
 
     ``probe`` is a second copy of the same (unquantized) model, quantized here with
@@ -170,9 +175,15 @@ def perturb_model(model: nn.Module, probe: nn.Module, config: Mapping[str, Any],
     if not rms_error:
         raise _fail(variant_name, f"no weight matrix would be quantized with group_size {spec.group_size}")
     rel = [abs(achieved[k] / t - 1) for k, t in rms_error.items() if t > 0]
-    return {"rms_error": rms_error, "perturbation_rms": achieved, "n_perturbed": len(rms_error),
-            "perturbed_params": n_elements, "rms_error_overall": (sq_error / n_elements) ** 0.5,
-            "rms_max_rel_diff": max(rel, default=0.0), "dtype": ",".join(sorted(dtypes))}  # fmt: skip
+    return {
+        "rms_error": rms_error,
+        "perturbation_rms": achieved,
+        "n_perturbed": len(rms_error),
+        "perturbed_params": n_elements,
+        "rms_error_overall": (sq_error / n_elements) ** 0.5,
+        "rms_max_rel_diff": max(rel, default=0.0),
+        "dtype": ",".join(sorted(dtypes)),
+    }
 
 
 def perturb_checkpoint(
@@ -203,8 +214,7 @@ def perturb_checkpoint(
     if config.get("quantization") or config.get("quantization_config"):
         raise _fail(variant_name, f"{src} is quantized; a perturbation control needs an unquantized baseline")
     probe, _ = load_model(src, lazy=True)
-    say(f"perturbing {src} like {spec.like} ({spec.bits}-bit, group {spec.group_size}, {spec.mode}), "
-        f"seed {spec.seed}")
+    say(f"perturbing {src} like {spec.like} ({spec.bits}-bit, group {spec.group_size}, {spec.mode}), seed {spec.seed}")
     stats = perturb_model(model, probe, config, spec, variant_name=variant_name)
     del probe
     manifest: dict[str, Any] = {
@@ -218,7 +228,8 @@ def perturb_checkpoint(
     with atomic_dir(out) as tmp:
         save_derived(tmp, model, config, src)
     manifest["seconds"] = round(time.perf_counter() - t0, 3)
-    say(f"wrote {out}: {stats['n_perturbed']} matrices, overall rms {manifest['rms_error_overall']:.3g} "
-        f"in {manifest['seconds']} s")
+    say(
+        f"wrote {out}: {stats['n_perturbed']} matrices, overall rms {manifest['rms_error_overall']:.3g} "
+        f"in {manifest['seconds']} s"
+    )
     return manifest
-

@@ -28,25 +28,54 @@ CATEGORIES: dict[str, str] = {
 }
 
 REQUIRED = (
-    "example_id", "question_polarity", "context_condition", "category", "answer_info",
-    "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label",
+    "example_id",
+    "question_polarity",
+    "context_condition",
+    "category",
+    "answer_info",
+    "additional_metadata",
+    "context",
+    "question",
+    "ans0",
+    "ans1",
+    "ans2",
+    "label",
 )
 
 # Tag spellings that name the same group as a stereotyped_groups entry (after _norm).
 _ALIASES = {
-    "woman": "f", "girl": "f", "man": "m", "boy": "m",
-    "transf": "trans", "transm": "trans", "transgenderwomen": "trans", "transgendermen": "trans",
-    "nontransf": "nontrans", "nontransm": "nontrans",
+    "woman": "f",
+    "girl": "f",
+    "man": "m",
+    "boy": "m",
+    "transf": "trans",
+    "transm": "trans",
+    "transgenderwomen": "trans",
+    "transgendermen": "trans",
+    "nontransf": "nontrans",
+    "nontransm": "nontrans",
 }
 
 ITEM_SCHEMA = {
-    "item_id": pl.String, "category": pl.String, "example_id": pl.Int64,
-    "question_index": pl.String, "condition": pl.String, "polarity": pl.String,
-    "subcategory": pl.String, "stereotyped_groups": pl.List(pl.String),
-    "context": pl.String, "question": pl.String,
-    "ans0": pl.String, "ans1": pl.String, "ans2": pl.String,
-    "label": pl.Int64, "unknown_idx": pl.Int64, "target_idx": pl.Int64,
-    "biased_idx": pl.Int64, "anti_idx": pl.Int64, "source_target_idx": pl.Int64,
+    "item_id": pl.String,
+    "category": pl.String,
+    "example_id": pl.Int64,
+    "question_index": pl.String,
+    "condition": pl.String,
+    "polarity": pl.String,
+    "subcategory": pl.String,
+    "stereotyped_groups": pl.List(pl.String),
+    "context": pl.String,
+    "question": pl.String,
+    "ans0": pl.String,
+    "ans1": pl.String,
+    "ans2": pl.String,
+    "label": pl.Int64,
+    "unknown_idx": pl.Int64,
+    "target_idx": pl.Int64,
+    "biased_idx": pl.Int64,
+    "anti_idx": pl.Int64,
+    "source_target_idx": pl.Int64,
     "shard": pl.Int64,
 }
 
@@ -116,12 +145,24 @@ def parse_record(rec: Mapping[str, Any], where: str, n_shards: int = 1) -> dict[
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise BBQRecordError(f"{where}: {exc}") from exc
     return {
-        "item_id": item_id, "category": category, "example_id": int(rec["example_id"]),
-        "question_index": str(rec.get("question_index", "")), "condition": condition,
-        "polarity": polarity, "subcategory": str(meta.get("subcategory", "")),
-        "stereotyped_groups": groups, "context": rec["context"], "question": rec["question"],
-        "ans0": rec["ans0"], "ans1": rec["ans1"], "ans2": rec["ans2"], "label": label,
-        "unknown_idx": unknown, "target_idx": target, "biased_idx": biased, "anti_idx": anti,
+        "item_id": item_id,
+        "category": category,
+        "example_id": int(rec["example_id"]),
+        "question_index": str(rec.get("question_index", "")),
+        "condition": condition,
+        "polarity": polarity,
+        "subcategory": str(meta.get("subcategory", "")),
+        "stereotyped_groups": groups,
+        "context": rec["context"],
+        "question": rec["question"],
+        "ans0": rec["ans0"],
+        "ans1": rec["ans1"],
+        "ans2": rec["ans2"],
+        "label": label,
+        "unknown_idx": unknown,
+        "target_idx": target,
+        "biased_idx": biased,
+        "anti_idx": anti,
         "source_target_idx": None if source_target in (None, -1) else int(source_target),
         "shard": stable_shard(item_id, n_shards),
     }
@@ -153,8 +194,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise BBQRecordError(f"{where}: invalid JSON ({json_problem(exc)})") from exc
 
 
-def iter_hf(name: str, categories: list[str], split: str, columns: Mapping[str, str],
-            revision: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_hf(
+    name: str, categories: list[str], split: str, columns: Mapping[str, str], revision: str | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield upstream-format records from a Hugging Face BBQ copy (one config per category).
 
     ``columns`` maps upstream field names to the dataset's column names where they differ.
@@ -170,9 +212,13 @@ def iter_hf(name: str, categories: list[str], split: str, columns: Mapping[str, 
             yield f"{name}[{CATEGORIES[cat]}]:{split}:{n}", rec
 
 
-def load_items(records: Iterable[tuple[str, Mapping[str, Any]]], categories: list[str],
-               conditions: list[str], n_shards: int,
-               limit_per_category: int | None = None) -> pl.DataFrame:
+def load_items(
+    records: Iterable[tuple[str, Mapping[str, Any]]],
+    categories: list[str],
+    conditions: list[str],
+    n_shards: int,
+    limit_per_category: int | None = None,
+) -> pl.DataFrame:
     """Build the items table from (origin, record) pairs, filtered to categories and conditions.
 
     ``limit_per_category`` keeps the first N items of each category in file order (before the
@@ -211,7 +257,8 @@ def jsonl_records(directory: str | Path, categories: list[str]) -> Iterator[tupl
 def target_report(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(items with unresolved targets, items whose source target label disagrees with ours)."""
     unresolved = items.filter(pl.col("target_idx").is_null()).select(
-        "item_id", "category", "polarity", "ans0", "ans1", "ans2", "stereotyped_groups")
+        "item_id", "category", "polarity", "ans0", "ans1", "ans2", "stereotyped_groups"
+    )
     disagree = items.filter(
         pl.col("source_target_idx").is_not_null()
         & (pl.col("source_target_idx") != pl.col("target_idx")).fill_null(True)

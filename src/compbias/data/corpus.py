@@ -53,8 +53,9 @@ def local_texts(source: str) -> list[str]:
     return read_texts(files)
 
 
-def load_texts(source: str, *, subset: str | None = None, split: str = "validation",
-               max_chars: int | None = None) -> list[str]:
+def load_texts(
+    source: str, *, subset: str | None = None, split: str = "validation", max_chars: int | None = None
+) -> list[str]:
     """Texts of local files (:func:`local_texts`) or, when ``source`` is no local path or glob, of
     the Hugging Face dataset ``source``, streamed (``datasets.load_dataset(source, subset,
     split=split, streaming=True)``) until ``max_chars`` characters are collected."""
@@ -77,9 +78,29 @@ def stdlib_texts() -> list[str]:
     import importlib
     import inspect
 
-    names = ("argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email",
-             "functools", "http.client", "json", "logging", "pathlib", "random", "re",
-             "sqlite3", "statistics", "string", "subprocess", "threading", "unittest", "zipfile")
+    names = (
+        "argparse",
+        "asyncio",
+        "collections",
+        "csv",
+        "datetime",
+        "decimal",
+        "email",
+        "functools",
+        "http.client",
+        "json",
+        "logging",
+        "pathlib",
+        "random",
+        "re",
+        "sqlite3",
+        "statistics",
+        "string",
+        "subprocess",
+        "threading",
+        "unittest",
+        "zipfile",
+    )
     texts = []
     for name in names:
         mod = importlib.import_module(name)
@@ -97,7 +118,7 @@ def token_stream(tokenizer: Any, texts: Sequence[str], *, add_special_tokens: bo
     eos = getattr(tok, "eos_token_id", None)
     ids: list[int] = []
     for start in range(0, len(texts), 1000):
-        batch = tok(list(texts[start: start + 1000]), add_special_tokens=add_special_tokens)
+        batch = tok(list(texts[start : start + 1000]), add_special_tokens=add_special_tokens)
         for seq in batch["input_ids"]:
             ids.extend(seq)
             if eos is not None:
@@ -105,8 +126,7 @@ def token_stream(tokenizer: Any, texts: Sequence[str], *, add_special_tokens: bo
     return np.asarray(ids, dtype=np.int64)
 
 
-def sample_windows(ids: np.ndarray, n_samples: int, seq_len: int, seed: int, *,
-                   random_offset: bool) -> np.ndarray:
+def sample_windows(ids: np.ndarray, n_samples: int, seq_len: int, seed: int, *, random_offset: bool) -> np.ndarray:
     """``n_samples`` disjoint ``seq_len``-token windows of the stream ``ids`` on a grid of
     ``seq_len``, chosen with ``np.random.default_rng(seed)``.
 
@@ -126,8 +146,9 @@ def sample_windows(ids: np.ndarray, n_samples: int, seq_len: int, seed: int, *,
         return ids[: n_windows * seq_len].reshape(n_windows, seq_len)[np.sort(rng.permutation(n_windows)[:n_samples])]
     need = n_samples * seq_len
     if len(ids) < need:
-        raise ValueError(f"corpus has {len(ids)} tokens but {n_samples} x {seq_len} = {need} are "
-                         f"needed (short by {need - len(ids)})")
+        raise ValueError(
+            f"corpus has {len(ids)} tokens but {n_samples} x {seq_len} = {need} are needed (short by {need - len(ids)})"
+        )
     offset = int(rng.integers(0, len(ids) - n_windows * seq_len + 1))
     starts = offset + seq_len * rng.choice(n_windows, size=n_samples, replace=False)
-    return np.stack([ids[s: s + seq_len] for s in starts])
+    return np.stack([ids[s : s + seq_len] for s in starts])

@@ -15,12 +15,25 @@ from compbias.inference.scoring import batches, logits_at
 from compbias.settings import Decoding, Prompt, Runtime, coerce_section
 
 ANSWER_SCHEMA = {
-    "item_id": pl.String, "category": pl.String, "condition": pl.String,
-    "polarity": pl.String, "shard": pl.Int64, "seed": pl.Int64, "choice": pl.Int64,
-    "role": pl.String, "method": pl.String, "text": pl.String,
-    "p_ans0": pl.Float64, "p_ans1": pl.Float64, "p_ans2": pl.Float64,
-    "letter_mass": pl.Float64, "p_biased": pl.Float64, "p_anti": pl.Float64,
-    "p_unknown": pl.Float64, "compute_dtype": pl.String, "dequantized": pl.Boolean,
+    "item_id": pl.String,
+    "category": pl.String,
+    "condition": pl.String,
+    "polarity": pl.String,
+    "shard": pl.Int64,
+    "seed": pl.Int64,
+    "choice": pl.Int64,
+    "role": pl.String,
+    "method": pl.String,
+    "text": pl.String,
+    "p_ans0": pl.Float64,
+    "p_ans1": pl.Float64,
+    "p_ans2": pl.Float64,
+    "letter_mass": pl.Float64,
+    "p_biased": pl.Float64,
+    "p_anti": pl.Float64,
+    "p_unknown": pl.Float64,
+    "compute_dtype": pl.String,
+    "dequantized": pl.Boolean,
 }
 
 
@@ -35,15 +48,26 @@ class PromptSpec:
     def tokens(self, tokenizer, items: pl.DataFrame, seed: int) -> list[list[int]]:
         """Chat-templated token ids of every item, in table order."""
         return [
-            prompts.render(tokenizer, prompts.messages(
-                row, prompts.permutation(self.option_order, seed, row["item_id"]),
-                self.system, self.user))
+            prompts.render(
+                tokenizer,
+                prompts.messages(
+                    row, prompts.permutation(self.option_order, seed, row["item_id"]), self.system, self.user
+                ),
+            )
             for row in items.iter_rows(named=True)
         ]
 
 
-def score_items(model, tokenizer, items: pl.DataFrame, spec: PromptSpec, seed: int,
-                temperature: float, batch_tokens: int = 1024, max_batch: int = 16) -> pl.DataFrame:
+def score_items(
+    model,
+    tokenizer,
+    items: pl.DataFrame,
+    spec: PromptSpec,
+    seed: int,
+    temperature: float,
+    batch_tokens: int = 1024,
+    max_batch: int = 16,
+) -> pl.DataFrame:
     """Scores table of ``items``: item_id, perm, p_A/p_B/p_C by letter position, the sorted head
     of the sampling distribution (top_ids/top_probs) and prompt length.
 
@@ -59,8 +83,8 @@ def score_items(model, tokenizer, items: pl.DataFrame, spec: PromptSpec, seed: i
     perms = [list(prompts.permutation(spec.option_order, seed, i)) for i in items["item_id"]]
     return pl.concat([items.select("item_id"), scores], how="horizontal").with_columns(
         perm=pl.Series(perms, dtype=pl.List(pl.Int64)),
-        top_letters=pl.Series([[letter_of.get(t) for t in ids] for ids in scores["top_ids"]],
-                              dtype=pl.List(pl.String)))
+        top_letters=pl.Series([[letter_of.get(t) for t in ids] for ids in scores["top_ids"]], dtype=pl.List(pl.String)),
+    )
 
 
 @dataclass
@@ -87,8 +111,9 @@ class Decoder:
             self._letter_of = {i: L for L, ids in letter_token_ids(self._tok).items() for i in ids}
         return self._model, self._tok
 
-    def decode(self, rows: Sequence[dict], seed: int,
-               firsts: Sequence[int | None]) -> list[tuple[str | None, str | None]]:
+    def decode(
+        self, rows: Sequence[dict], seed: int, firsts: Sequence[int | None]
+    ) -> list[tuple[str | None, str | None]]:
         """(text, letter) per row of ``rows`` for ``seed``. ``firsts`` holds each row's first
         token when the scores already determined it; None: the decoder draws it from the full
         distribution, and when that token is a bare letter the answer is that letter
@@ -100,20 +125,42 @@ class Decoder:
         """
         model, tok = self._ensure()
         letter_of = self._letter_of
-        ids = [prompts.render(tok, prompts.messages(
-            row, prompts.permutation(self.spec.option_order, seed, row["item_id"]),
-            self.spec.system, self.spec.user)) for row in rows]
+        ids = [
+            prompts.render(
+                tok,
+                prompts.messages(
+                    row,
+                    prompts.permutation(self.spec.option_order, seed, row["item_id"]),
+                    self.spec.system,
+                    self.spec.user,
+                ),
+            )
+            for row in rows
+        ]
         out: list[tuple[str | None, str | None]] = [(None, None)] * len(rows)
         for idx in batches([len(t) for t in ids], self.batch_tokens, self.max_batch):
-            toks = self._decode_batch(model, [ids[i] for i in idx], [rows[i]["item_id"] for i in idx],
-                                      seed, [firsts[i] for i in idx], letter_of)
+            toks = self._decode_batch(
+                model,
+                [ids[i] for i in idx],
+                [rows[i]["item_id"] for i in idx],
+                seed,
+                [firsts[i] for i in idx],
+                letter_of,
+            )
             for j, i in enumerate(idx):
                 first_letter = firsts[i] is None and len(toks[j]) == 1 and toks[j][0] in letter_of
                 out[i] = (None, letter_of[toks[j][0]]) if first_letter else (tok.decode(toks[j]), None)
         return out
 
-    def _decode_batch(self, model, ids: list[list[int]], item_ids: list[str], seed: int,
-                      firsts: list[int | None], letter_of: Mapping[int, str]) -> list[list[int]]:
+    def _decode_batch(
+        self,
+        model,
+        ids: list[list[int]],
+        item_ids: list[str],
+        seed: int,
+        firsts: list[int | None],
+        letter_of: Mapping[int, str],
+    ) -> list[list[int]]:
         import mlx.core as mx
         from mlx_lm.models.cache import BatchKVCache
 
@@ -161,8 +208,9 @@ def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
     return "biased" if choice == biased else "anti"
 
 
-def answer_seed(items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: Decoder,
-                parser: str, runtime: dict[str, Any]) -> pl.DataFrame:
+def answer_seed(
+    items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: Decoder, parser: str, runtime: dict[str, Any]
+) -> pl.DataFrame:
     """Answers of one seed for the items of one shard, sampled from their scores with the
     decoder's ``rng``.
 
@@ -177,8 +225,7 @@ def answer_seed(items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: D
     table = joined.to_dicts()
     n_vocab = joined["n_vocab"][0] if "n_vocab" in joined.columns else None
     heads = Heads(joined["item_id"].to_list(), joined["top_ids"].to_list(), joined["top_probs"].to_list())
-    draws = [None if k < 0 else int(k) for k in
-             heads.draw(decoder.rng, seed, n_vocab, dtype=_logits_dtype(runtime))]
+    draws = [None if k < 0 else int(k) for k in heads.draw(decoder.rng, seed, n_vocab, dtype=_logits_dtype(runtime))]
     letters = [None if k is None else r["top_letters"][k] for r, k in zip(table, draws)]
     todo = [i for i, letter in enumerate(letters) if letter is None]
     texts: dict[int, str] = {}
@@ -197,18 +244,30 @@ def answer_seed(items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: D
         p = [0.0, 0.0, 0.0]
         for j, L in enumerate(LETTERS):
             p[perm[j]] = row[f"p_{L}"]
-        by_idx = lambda i: None if i is None else p[i]  # noqa: E731
-        rows.append({
-            "item_id": row["item_id"], "category": row["category"],
-            "condition": row["condition"], "polarity": row["polarity"], "shard": row["shard"],
-            "seed": seed, "choice": choice,
-            "role": role_of(choice, row["unknown_idx"], row["biased_idx"]),
-            "method": "first_token" if text is None else "continued", "text": text,
-            "p_ans0": p[0], "p_ans1": p[1], "p_ans2": p[2], "letter_mass": sum(p),
-            "p_biased": by_idx(row["biased_idx"]), "p_anti": by_idx(row["anti_idx"]),
-            "p_unknown": p[row["unknown_idx"]],
-            "compute_dtype": runtime["compute_dtype"], "dequantized": runtime["dequantize"],
-        })
+        by_idx = lambda i, p=p: None if i is None else p[i]  # noqa: E731
+        rows.append(
+            {
+                "item_id": row["item_id"],
+                "category": row["category"],
+                "condition": row["condition"],
+                "polarity": row["polarity"],
+                "shard": row["shard"],
+                "seed": seed,
+                "choice": choice,
+                "role": role_of(choice, row["unknown_idx"], row["biased_idx"]),
+                "method": "first_token" if text is None else "continued",
+                "text": text,
+                "p_ans0": p[0],
+                "p_ans1": p[1],
+                "p_ans2": p[2],
+                "letter_mass": sum(p),
+                "p_biased": by_idx(row["biased_idx"]),
+                "p_anti": by_idx(row["anti_idx"]),
+                "p_unknown": p[row["unknown_idx"]],
+                "compute_dtype": runtime["compute_dtype"],
+                "dequantized": runtime["dequantize"],
+            }
+        )
     return pl.DataFrame(rows, schema=ANSWER_SCHEMA)
 
 
@@ -233,13 +292,23 @@ def _spec(prompt_cfg: Prompt, decoding: Decoding) -> PromptSpec:
 
 
 def _sections(decoding, prompt_cfg, runtime_cfg) -> tuple[Decoding, Prompt, Runtime]:
-    return (coerce_section(Decoding, "decoding", decoding), coerce_section(Prompt, "prompt", prompt_cfg),
-            coerce_section(Runtime, "runtime", runtime_cfg))
+    return (
+        coerce_section(Decoding, "decoding", decoding),
+        coerce_section(Prompt, "prompt", prompt_cfg),
+        coerce_section(Runtime, "runtime", runtime_cfg),
+    )
 
 
-def scores_job(items: pl.DataFrame, checkpoint: str, shard: int, group: str,
-               decoding: Decoding | Mapping[str, Any], prompt_cfg: Prompt | Mapping[str, Any],
-               runtime_cfg: Runtime | Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
+def scores_job(
+    items: pl.DataFrame,
+    checkpoint: str,
+    shard: int,
+    group: str,
+    decoding: Decoding | Mapping[str, Any],
+    prompt_cfg: Prompt | Mapping[str, Any],
+    runtime_cfg: Runtime | Mapping[str, Any],
+    threads: int = 1,
+) -> pl.DataFrame:
     """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``.
     Config sections are :mod:`compbias.settings` dataclasses (or their mappings)."""
     from compbias.inference.runtime import load_model
@@ -249,20 +318,40 @@ def scores_job(items: pl.DataFrame, checkpoint: str, shard: int, group: str,
     model, tokenizer, _ = load_model(checkpoint, runtime)
     seed = int(group.split("=")[1]) if group.startswith("seed=") else 0
     shard_items = items.filter(pl.col("shard") == shard)
-    return score_items(model, tokenizer, shard_items, _spec(prompt_cfg, decoding), seed,
-                       float(decoding.temperature), *_limits(runtime, runtime_cfg))
+    return score_items(
+        model,
+        tokenizer,
+        shard_items,
+        _spec(prompt_cfg, decoding),
+        seed,
+        float(decoding.temperature),
+        *_limits(runtime, runtime_cfg),
+    )
 
 
-def answers_job(items: pl.DataFrame, scores: pl.DataFrame, checkpoint: str, shard: int,
-                seed: int, decoding: Decoding | Mapping[str, Any], prompt_cfg: Prompt | Mapping[str, Any],
-                runtime_cfg: Runtime | Mapping[str, Any], threads: int = 1) -> pl.DataFrame:
+def answers_job(
+    items: pl.DataFrame,
+    scores: pl.DataFrame,
+    checkpoint: str,
+    shard: int,
+    seed: int,
+    decoding: Decoding | Mapping[str, Any],
+    prompt_cfg: Prompt | Mapping[str, Any],
+    runtime_cfg: Runtime | Mapping[str, Any],
+    threads: int = 1,
+) -> pl.DataFrame:
     """The answer shard of one (checkpoint, seed, shard), sampled from its scores shard."""
     from compbias.inference.runtime import load_model
 
     decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
     runtime = _setup(runtime_cfg, threads)
-    decoder = Decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding),
-                      float(decoding.temperature), int(decoding.max_tokens),
-                      *_limits(runtime, runtime_cfg), rng=decoding.rng)
+    decoder = Decoder(
+        lambda: load_model(checkpoint, runtime)[:2],
+        _spec(prompt_cfg, decoding),
+        float(decoding.temperature),
+        int(decoding.max_tokens),
+        *_limits(runtime, runtime_cfg),
+        rng=decoding.rng,
+    )
     shard_items = items.filter(pl.col("shard") == shard)
     return answer_seed(shard_items, scores, seed, decoder, decoding.parser, runtime.as_dict())

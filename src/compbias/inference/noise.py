@@ -116,8 +116,10 @@ def reference_algorithm() -> str:
     for name, n in hits.items():
         if n == 32:
             return name
-    raise RuntimeError(f"decoding.rng reference: this MLX's categorical sampler is not one compbias "
-                       f"knows (agreement with inverse CDF / Gumbel-max: {hits}); use gumbel")
+    raise RuntimeError(
+        f"decoding.rng reference: this MLX's categorical sampler is not one compbias "
+        f"knows (agreement with inverse CDF / Gumbel-max: {hits}); use gumbel"
+    )
 
 
 @lru_cache(maxsize=256)

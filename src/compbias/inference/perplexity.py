@@ -45,12 +45,16 @@ def sequence_losses(model, data: Sequence[Sequence[int]] | np.ndarray, batch_siz
     data = np.asarray(data)
     sums = []
     for s in range(0, len(data), batch_size):
-        batch = mx.array(data[s: s + batch_size])
+        batch = mx.array(data[s : s + batch_size])
         logits = model(batch[:, :-1]).astype(mx.float32)
         losses = nn.losses.cross_entropy(logits, batch[:, 1:], reduction="none").sum(axis=1)
         mx.eval(losses)
         sums.append(np.array(losses, dtype=np.float64))
     nll = np.concatenate(sums) if sums else np.zeros(0)
-    return pl.DataFrame({"seq_id": np.arange(len(data), dtype=np.int64),
-                         "n_tokens": np.full(len(data), data.shape[1] - 1, dtype=np.int64),
-                         "nll_sum": nll})
+    return pl.DataFrame(
+        {
+            "seq_id": np.arange(len(data), dtype=np.int64),
+            "n_tokens": np.full(len(data), data.shape[1] - 1, dtype=np.int64),
+            "nll_sum": nll,
+        }
+    )

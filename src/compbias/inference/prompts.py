@@ -31,8 +31,9 @@ def permutation(order: str, seed: int, item_id: str) -> tuple[int, int, int]:
     return PERMUTATIONS[int.from_bytes(digest[:8], "big") % 6]
 
 
-def messages(item: Mapping[str, Any], perm: Sequence[int], system: str = DEFAULT_SYSTEM,
-             user: str = DEFAULT_USER) -> list[dict[str, str]]:
+def messages(
+    item: Mapping[str, Any], perm: Sequence[int], system: str = DEFAULT_SYSTEM, user: str = DEFAULT_USER
+) -> list[dict[str, str]]:
     """Chat messages for one item with options shown in ``perm`` order."""
     options = {letter: item[f"ans{perm[j]}"] for j, letter in enumerate(LETTERS)}
     text = user.format(context=item["context"], question=item["question"], **options)

@@ -93,8 +93,9 @@ class Runtime:
         return asdict(self)
 
 
-def resolve_runtime(compute_dtype: str = "auto", dequantize: str | bool = "auto",
-                    cache_limit_gb: float = 4.0) -> Runtime:
+def resolve_runtime(
+    compute_dtype: str = "auto", dequantize: str | bool = "auto", cache_limit_gb: float = 4.0
+) -> Runtime:
     """Pick the compute dtype and dequantize-at-load choice for this machine.
 
     ``auto``: on CPU float32 with dequantized weights (fast BLAS path); on CUDA the model's
@@ -126,12 +127,10 @@ def resolve_runtime(compute_dtype: str = "auto", dequantize: str | bool = "auto"
 BATCH_DEFAULTS = {"cpu": (1024, 16), "metal": (8192, 64), "cuda": (32768, 256)}
 
 
-def batch_limits(runtime: Runtime, batch_tokens: int | str = "auto",
-                 max_batch: int | str = "auto") -> tuple[int, int]:
+def batch_limits(runtime: Runtime, batch_tokens: int | str = "auto", max_batch: int | str = "auto") -> tuple[int, int]:
     """(batch_tokens, max_batch) for this runtime; ``auto`` takes the device's default."""
     tokens, size = BATCH_DEFAULTS[runtime.device]
-    return (tokens if batch_tokens == "auto" else int(batch_tokens),
-            size if max_batch == "auto" else int(max_batch))
+    return (tokens if batch_tokens == "auto" else int(batch_tokens), size if max_batch == "auto" else int(max_batch))
 
 
 def load_model(path: str | Path, runtime: Runtime):

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 
-from compbias.inference.noise import (HEAD_MASS, check_rng, gumbel, item_keys, reference_algorithm, reference_noise,
-                    reference_uniform, row_keys, uniform)
+from compbias.inference.noise import (
+    HEAD_MASS,
+    check_rng,
+    gumbel,
+    item_keys,
+    reference_algorithm,
+    reference_noise,
+    reference_uniform,
+    row_keys,
+    uniform,
+)
 
 LETTERS = ("A", "B", "C")
 
@@ -54,8 +63,9 @@ def sorted_distribution(logits: np.ndarray, temperature: float) -> tuple[np.ndar
 def _top_sorted(p: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(token ids, probabilities) of the ``n`` most likely tokens of each row of ``p``, sorted by
     descending probability, ties by id."""
-    cand = np.argpartition(-p, n - 1, axis=1)[:, :n] if n < p.shape[1] else \
-        np.broadcast_to(np.arange(p.shape[1]), p.shape)
+    cand = (
+        np.argpartition(-p, n - 1, axis=1)[:, :n] if n < p.shape[1] else np.broadcast_to(np.arange(p.shape[1]), p.shape)
+    )
     pc = np.take_along_axis(p, cand, axis=1)
     order = np.lexsort((cand, -pc), axis=1)
     return np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
@@ -73,8 +83,9 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
 
 
-def sample_rows(logits: np.ndarray, temperature: float, us: np.ndarray,
-                heads: tuple[int, ...] = (64, 2048, 16384), block: int = 16) -> np.ndarray:
+def sample_rows(
+    logits: np.ndarray, temperature: float, us: np.ndarray, heads: tuple[int, ...] = (64, 2048, 16384), block: int = 16
+) -> np.ndarray:
     """Vectorised :func:`sorted_distribution` + :func:`invert` for a batch of rows.
 
     Each row's token is found in the head of its sorted distribution (the ``heads[0]`` most
@@ -87,13 +98,14 @@ def sample_rows(logits: np.ndarray, temperature: float, us: np.ndarray,
     us = np.asarray(us)
     if len(logits) <= block or (os.cpu_count() or 1) == 1:
         return _sample_block(logits, temperature, us, heads)
-    parts = _pool().map(lambda a: _sample_block(logits[a:a + block], temperature, us[a:a + block], heads),
-                        range(0, len(logits), block))
+    parts = _pool().map(
+        lambda a: _sample_block(logits[a : a + block], temperature, us[a : a + block], heads),
+        range(0, len(logits), block),
+    )
     return np.concatenate(list(parts))
 
 
-def _sample_block(logits: np.ndarray, temperature: float, us: np.ndarray,
-                  heads: tuple[int, ...]) -> np.ndarray:
+def _sample_block(logits: np.ndarray, temperature: float, us: np.ndarray, heads: tuple[int, ...]) -> np.ndarray:
     logits = np.asarray(logits, dtype=np.float64)
     if temperature <= 0:
         return logits.argmax(axis=1)
@@ -120,8 +132,7 @@ class Heads:
     """Stored heads of next-token distributions (a scores shard's ``top_ids`` / ``top_probs``,
     sorted by descending probability) for a list of items, padded for vectorised draws."""
 
-    def __init__(self, item_ids: Sequence[str], top_ids: Sequence[Sequence[int]],
-                 top_probs: Sequence[Sequence[float]]):
+    def __init__(self, item_ids: Sequence[str], top_ids: Sequence[Sequence[int]], top_probs: Sequence[Sequence[float]]):
         n, width = len(item_ids), max((len(t) for t in top_ids), default=1)
         self.item_ids = list(item_ids)
         self.ids = np.full((n, width), -1, dtype=np.int64)
@@ -136,8 +147,9 @@ class Heads:
         self.complete = self.cum[:, -1] >= HEAD_MASS
         self._keys: np.ndarray | None = None
 
-    def draw(self, rng: str, seed: int, n_vocab: int | None = None, step: int = 0,
-             dtype: str = "float32") -> np.ndarray:
+    def draw(
+        self, rng: str, seed: int, n_vocab: int | None = None, step: int = 0, dtype: str = "float32"
+    ) -> np.ndarray:
         """Per row: the position in its head of the token drawn for ``seed`` at ``step`` under
         ``rng``, or -1 when the draw needs the full distribution (``icdf``: the uniform lies
         beyond the listed mass; ``gumbel`` / ``reference``: the head covers < HEAD_MASS).
@@ -174,8 +186,9 @@ class Heads:
         return np.where(inside, pos, -1)
 
 
-def gumbel_rows(logits: np.ndarray, temperature: float, rows: np.ndarray,
-                heads: tuple[int, ...] = (64, 2048, 16384)) -> np.ndarray:
+def gumbel_rows(
+    logits: np.ndarray, temperature: float, rows: np.ndarray, heads: tuple[int, ...] = (64, 2048, 16384)
+) -> np.ndarray:
     """Gumbel-max draws for a batch of logit rows: per row the arg-max of ``log p + G(row key,
     token)`` over the most probable tokens covering :data:`HEAD_MASS` of the mass (ties by id).
 
@@ -220,12 +233,16 @@ def reference_rows(logits, temperature: float, seed: int, step: int) -> np.ndarr
         return np.array(mx.argmax(logits, axis=-1)).astype(np.int64)
     key = reference_key(seed, step)
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    return np.array([mx.random.categorical(logprobs[j: j + 1] * (1 / temperature), key=key).item()
-                     for j in range(logits.shape[0])], dtype=np.int64)
+    return np.array(
+        [
+            mx.random.categorical(logprobs[j : j + 1] * (1 / temperature), key=key).item()
+            for j in range(logits.shape[0])
+        ],
+        dtype=np.int64,
+    )
 
 
-def next_tokens(rng: str, logits, temperature: float, seed: int, item_ids: Sequence[str],
-                step: int) -> np.ndarray:
+def next_tokens(rng: str, logits, temperature: float, seed: int, item_ids: Sequence[str], step: int) -> np.ndarray:
     """Tokens drawn at ``step`` for rows of MLX ``logits`` (one per item of ``item_ids``)."""
     import mlx.core as mx
 

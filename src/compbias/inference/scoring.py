@@ -83,14 +83,14 @@ def _batch_cache(states, size: int):
     caches = []
     for keys, values, offset in states:
         c = KVCache()
-        c.state = (mx.repeat(keys[..., :offset, :], size, 0),
-                   mx.repeat(values[..., :offset, :], size, 0), offset)
+        c.state = (mx.repeat(keys[..., :offset, :], size, 0), mx.repeat(values[..., :offset, :], size, 0), offset)
         caches.append(c)
     return caches
 
 
-def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int = 1024,
-                max_batch: int = 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def last_logits(
+    model, token_lists: Sequence[Sequence[int]], batch_tokens: int = 1024, max_batch: int = 16
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (prompt indices, float32 next-token logits of shape (len(indices), vocab)).
 
     The logits of a prompt are those after its last token, as ``mlx_lm.generate`` would sample.
@@ -128,8 +128,13 @@ def last_logits(model, token_lists: Sequence[Sequence[int]], batch_tokens: int =
         yield pending[0], np.array(pending[1])
 
 
-def distribution_rows(logits: np.ndarray, temperature: float, letter_ids: dict[str, list[int]],
-                      top_mass: float = 1 - 1e-6, max_top: int = 64) -> dict[str, list]:
+def distribution_rows(
+    logits: np.ndarray,
+    temperature: float,
+    letter_ids: dict[str, list[int]],
+    top_mass: float = 1 - 1e-6,
+    max_top: int = 64,
+) -> dict[str, list]:
     """Per row: letter probabilities and the head of the sorted sampling distribution.
 
     The head keeps tokens in descending probability (ties by id) until ``top_mass`` is covered
@@ -153,9 +158,14 @@ def distribution_rows(logits: np.ndarray, temperature: float, letter_ids: dict[s
     return {"p_letters": letters.tolist(), "top_ids": top_ids, "top_probs": top_probs}
 
 
-def score(model, token_lists: Sequence[Sequence[int]], temperature: float,
-          letter_ids: dict[str, list[int]], batch_tokens: int = 1024,
-          max_batch: int = 16) -> pl.DataFrame:
+def score(
+    model,
+    token_lists: Sequence[Sequence[int]],
+    temperature: float,
+    letter_ids: dict[str, list[int]],
+    batch_tokens: int = 1024,
+    max_batch: int = 16,
+) -> pl.DataFrame:
     """Scores of each prompt in input order: p_A/p_B/p_C (letter positions), head of the
     distribution, and prompt length."""
     n = len(token_lists)
@@ -167,12 +177,17 @@ def score(model, token_lists: Sequence[Sequence[int]], temperature: float,
         rows = distribution_rows(logits, temperature, letter_ids)
         n_vocab = logits.shape[1]
         for j, i in enumerate(idx):
-            p_letters[i], top_ids[i], top_probs[i] = (
-                rows["p_letters"][j], rows["top_ids"][j], rows["top_probs"][j])
+            p_letters[i], top_ids[i], top_probs[i] = (rows["p_letters"][j], rows["top_ids"][j], rows["top_probs"][j])
     pl_arr = np.array(p_letters, dtype=np.float64).reshape(n, 3)
-    return pl.DataFrame({
-        "p_A": pl_arr[:, 0], "p_B": pl_arr[:, 1], "p_C": pl_arr[:, 2],
-        "top_ids": top_ids, "top_probs": top_probs,
-        "n_tokens": [len(t) for t in token_lists],
-        "n_vocab": [n_vocab] * n,
-    }, schema_overrides={"top_ids": pl.List(pl.Int64), "top_probs": pl.List(pl.Float64)})
+    return pl.DataFrame(
+        {
+            "p_A": pl_arr[:, 0],
+            "p_B": pl_arr[:, 1],
+            "p_C": pl_arr[:, 2],
+            "top_ids": top_ids,
+            "top_probs": top_probs,
+            "n_tokens": [len(t) for t in token_lists],
+            "n_vocab": [n_vocab] * n,
+        },
+        schema_overrides={"top_ids": pl.List(pl.Int64), "top_probs": pl.List(pl.Float64)},
+    )

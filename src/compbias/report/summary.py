@@ -72,8 +72,12 @@ def _headlines(tables: Tables, baseline: str) -> list[str]:
 
 def _bias_scores(tables: Tables, baseline: str) -> list[str]:
     bs = tables.get("bias_scores")
-    out = ["## BBQ bias scores", "",
-           "s_AMB (ambiguous contexts, all categories, -100..100; = 100 x (biased - anti) / valid answers):", ""]  # fmt: skip
+    out = [
+        "## BBQ bias scores",
+        "",
+        "s_AMB (ambiguous contexts, all categories, -100..100; = 100 x (biased - anti) / valid answers):",
+        "",
+    ]
     if bs is None or bs.is_empty():
         return out + ["- n/a (no bias-score table)"]
     amb = bs.filter((pl.col("condition") == "ambig") & (pl.col("category") == ALL))
@@ -110,10 +114,14 @@ def _test_text(r: dict | None) -> str:
 
 def _regression(tables: Tables) -> list[str]:
     c, t = tables.get("regression_coefficients"), tables.get("regression_tests")
-    out = ["## Regression", "",
-           "Logit biased ~ bits + C(category) over valid answers of all variants (pruned ones at their "
-           "bit width), SEs clustered by item; odds ratio per bit, 95% CI (OR < 1: stereotype reliance "
-           "rises as precision falls).", ""]  # fmt: skip
+    out = [
+        "## Regression",
+        "",
+        "Logit biased ~ bits + C(category) over valid answers of all variants (pruned ones at their "
+        "bit width), SEs clustered by item; odds ratio per bit, 95% CI (OR < 1: stereotype reliance "
+        "rises as precision falls).",
+        "",
+    ]
     if c is None or c.is_empty():
         return out + ["- n/a (no regression table)"]
     r = _row(c, spec="bits_cluster", model_scope="pooled", term="bits")
@@ -134,9 +142,13 @@ def _regression(tables: Tables) -> list[str]:
 
 def _role_flows(tables: Tables, baseline: str) -> list[str]:
     rf = tables.get("role_flows")
-    out = ["## Role flows", "",
-           f"Items whose majority answer at {baseline} was *unknown*: share whose majority answer in the "
-           "variant became biased vs anti.", ""]  # fmt: skip
+    out = [
+        "## Role flows",
+        "",
+        f"Items whose majority answer at {baseline} was *unknown*: share whose majority answer in the "
+        "variant became biased vs anti.",
+        "",
+    ]
     if rf is None:
         return out + ["- n/a (no role-flow table)"]
     models, per_model, _ = _variant_info(tables, baseline)
@@ -150,8 +162,10 @@ def _role_flows(tables: Tables, baseline: str) -> list[str]:
                 out.append(f"- {m} {v}: no baseline-unknown items")
                 continue
             share = {r["to_role"]: r["n"] / n for r in g.iter_rows(named=True)}
-            out.append(f"- {m} {v}: {pct(share.get('biased', 0.0))} -> biased, "
-                       f"{pct(share.get('anti', 0.0))} -> anti (of {n} items)")  # fmt: skip
+            out.append(
+                f"- {m} {v}: {pct(share.get('biased', 0.0))} -> biased, "
+                f"{pct(share.get('anti', 0.0))} -> anti (of {n} items)"
+            )
     return out
 
 
@@ -169,10 +183,14 @@ def _pruning(tables: Tables) -> list[str]:
     if c is None or c.is_empty():
         return []
     pooled = c.filter((pl.col("spec") == "sparsity_cluster") & (pl.col("model_scope") == "pooled"))
-    out = ["## Pruning", "",
-           "Logit biased ~ sparsity + C(method):sparsity + C(category) [+ bits] [+ C(model)] over the baseline "
-           "and the pruning variants, MEASURED sparsity, SEs clustered by item; odds ratios per +10 points "
-           "of sparsity, 95% CI.", ""]  # fmt: skip
+    out = [
+        "## Pruning",
+        "",
+        "Logit biased ~ sparsity + C(method):sparsity + C(category) [+ bits] [+ C(model)] over the baseline "
+        "and the pruning variants, MEASURED sparsity, SEs clustered by item; odds ratios per +10 points "
+        "of sparsity, 95% CI.",
+        "",
+    ]
     inter = pooled.filter(pl.col("term").str.starts_with("sparsity:C(method)[T."))
     methods = [s.removeprefix("sparsity:C(method)[T.").removesuffix("]") for s in inter["term"].to_list()]
     rest = sorted(set(_fitted_methods(tables)) - set(methods))
@@ -214,8 +232,13 @@ def summary_markdown(tables: Tables, baseline: str, variants_cfg: Mapping | None
         f"{n_var} compressed variant(s).",
         "",
     ]
-    sections = [_headlines(tables, baseline), _bias_scores(tables, baseline), _regression(tables),
-                _role_flows(tables, baseline), _pruning(tables)]  # fmt: skip
+    sections = [
+        _headlines(tables, baseline),
+        _bias_scores(tables, baseline),
+        _regression(tables),
+        _role_flows(tables, baseline),
+        _pruning(tables),
+    ]
     body = []
     for s in sections:
         if s:

@@ -54,8 +54,10 @@ def headline_line(tables: Tables, model: str, variant: str, baseline: str, info:
     if t is None:
         parts = [f"at {name}, emergence n/a"]
     else:
-        parts = [f"at {name}, {pct(t['pct_became_biased'], 1)} ({t['n_became_biased']}/{t['n_unbiased_base']}) "
-                 f"of {baseline}-unbiased items became biased"]  # fmt: skip
+        parts = [
+            f"at {name}, {pct(t['pct_became_biased'], 1)} ({t['n_became_biased']}/{t['n_unbiased_base']}) "
+            f"of {baseline}-unbiased items became biased"
+        ]
     ppl_tbl = tables.get("perplexity")
     p = _row(ppl_tbl, model=model, variant=variant)
     if ppl_tbl is None:
@@ -81,14 +83,18 @@ def headline_line(tables: Tables, model: str, variant: str, baseline: str, info:
 
 
 def _expected_text(e: dict, baseline: str, variant: str) -> str:
-    cont = (f"first tokens that need continuing, counted as their own outcome: {pct(e['share_continue_base'])} "
-            f"of {baseline} draws, {pct(e['share_continue_variant'])} of {variant} draws "
-            f"({pct(e['share_undetermined'])} of the items undetermined)")  # fmt: skip
+    cont = (
+        f"first tokens that need continuing, counted as their own outcome: {pct(e['share_continue_base'])} "
+        f"of {baseline} draws, {pct(e['share_continue_variant'])} of {variant} draws "
+        f"({pct(e['share_undetermined'])} of the items undetermined)"
+    )
     if finite(e["share_undetermined"]) and float(e["share_undetermined"]) > UNDETERMINED:
         return f"expected n/a over {e['n_sets']} virtual seed sets (rng {e['rng']}): {cont}"
-    text = (f"expected {pct(e['expected_mean'])} {interval(e['expected_lo'], e['expected_hi'])} over "
-            f"{e['n_sets']} virtual seed sets of {e['n_seeds']} (rng {e['rng']}); the study's seeds by the same "
-            f"first-token rule: {pct(e['study_first_token'])}")  # fmt: skip
+    text = (
+        f"expected {pct(e['expected_mean'])} {interval(e['expected_lo'], e['expected_hi'])} over "
+        f"{e['n_sets']} virtual seed sets of {e['n_seeds']} (rng {e['rng']}); the study's seeds by the same "
+        f"first-token rule: {pct(e['study_first_token'])}"
+    )
     if finite(e["study_quantile"]):
         text += f" (percentile {fixed(100 * float(e['study_quantile']), 0)})"
     return f"{text}; {cont}"
@@ -100,9 +106,11 @@ def _direction_text(d: pl.DataFrame | None, model: str, variant: str, baseline: 
         r = _row(d, model=model, variant=variant, category=ALL, population=pop)
         if r is None:
             continue
-        parts.append(f"of {r['n_items']} {baseline}-{pop} items {r['n_to_biased']} moved to biased, "
-                     f"{r['n_to_anti']} to anti (one way only: {r['n_biased_only']} vs {r['n_anti_only']}; "
-                     f"exact paired {stat('p', r['p_value'])}, {stat('q', r['q_value'])})")  # fmt: skip
+        parts.append(
+            f"of {r['n_items']} {baseline}-{pop} items {r['n_to_biased']} moved to biased, "
+            f"{r['n_to_anti']} to anti (one way only: {r['n_biased_only']} vs {r['n_anti_only']}; "
+            f"exact paired {stat('p', r['p_value'])}, {stat('q', r['q_value'])})"
+        )
     return "direction: " + ("; ".join(parts) if parts else "n/a")
 
 
@@ -126,6 +134,8 @@ def detail_lines(tables: Tables, model: str, variant: str, baseline: str) -> lis
         out.append(f"{variant} {mine} vs perturbation control {control} {obs} became biased{exp}")
     out.append(_direction_text(tables.get("direction_tests"), model, variant, baseline))
     f = _row(tables.get("noise_floor"), model=model, category=ALL)
-    out.append(f"floor for independent re-runs of {baseline} (fresh seeds, not coupled; a different null): "
-               + (f"{pct(f['floor_analytic'])} analytic, {pct(f['floor_placebo'])} placebo" if f else "n/a"))
+    out.append(
+        f"floor for independent re-runs of {baseline} (fresh seeds, not coupled; a different null): "
+        + (f"{pct(f['floor_analytic'])} analytic, {pct(f['floor_placebo'])} placebo" if f else "n/a")
+    )
     return ["  - " + x for x in out]

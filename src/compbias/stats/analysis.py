@@ -13,16 +13,30 @@ from compbias.stats.emergence import expected_emergence
 from compbias.stats.metrics import bias_scores
 from compbias.stats.perplexity_stats import perplexity_summary
 from compbias.stats.regression import dose_response, sparsity_response, transition_model
-from compbias.stats.transitions import (excess_emergence, item_table, noise_floor, paired_tests,
-                          probability_shifts, role_flows, transitions)
 from compbias.stats.tables import TABLES  # noqa: F401 (the table names, re-exported)
+from compbias.stats.transitions import (
+    excess_emergence,
+    item_table,
+    noise_floor,
+    paired_tests,
+    probability_shifts,
+    role_flows,
+    transitions,
+)
 from compbias.stats.virtual_seeds import VIRTUAL_SCHEMA
 
 
-def analyse(answers: pl.DataFrame, items: pl.DataFrame, variants: pl.DataFrame,
-            ppl: pl.DataFrame | None, baseline: str, n_seeds: int,
-            cfg: Mapping[str, Any], virtual: pl.DataFrame | None = None,
-            variants_cfg: Mapping[str, Any] | None = None) -> dict[str, pl.DataFrame]:
+def analyse(
+    answers: pl.DataFrame,
+    items: pl.DataFrame,
+    variants: pl.DataFrame,
+    ppl: pl.DataFrame | None,
+    baseline: str,
+    n_seeds: int,
+    cfg: Mapping[str, Any],
+    virtual: pl.DataFrame | None = None,
+    variants_cfg: Mapping[str, Any] | None = None,
+) -> dict[str, pl.DataFrame]:
     """Every analysis table, keyed by the names in :data:`TABLES`.
 
     ``virtual``: the virtual seed outcomes of every model x variant

@@ -17,9 +17,20 @@ POPULATIONS = ("unbiased", "unknown")
 seed answered biased or anti (every valid baseline answer was "unknown")."""
 
 DIRECTION_COLUMNS = [
-    *KEYS, "population", "n_items", "n_to_biased", "n_to_anti", "n_both", "n_biased_only", "n_anti_only",
-    "share_to_biased", "share_to_anti", "diff", "p_value", "q_value",
-]  # fmt: skip
+    *KEYS,
+    "population",
+    "n_items",
+    "n_to_biased",
+    "n_to_anti",
+    "n_both",
+    "n_biased_only",
+    "n_anti_only",
+    "share_to_biased",
+    "share_to_anti",
+    "diff",
+    "p_value",
+    "q_value",
+]
 
 
 def item_moves(answers: pl.DataFrame, baseline: str) -> pl.DataFrame:
@@ -77,9 +88,17 @@ def direction_tests(answers: pl.DataFrame, baseline: str) -> pl.DataFrame:
         .group_by(*KEYS, "population")
         .agg(
             pl.len().cast(pl.Int64).alias("n_items"),
-            *(e.sum().cast(pl.Int64).alias(n) for n, e in (("n_to_biased", tb), ("n_to_anti", ta),
-              ("n_both", tb & ta), ("n_biased_only", tb & ~ta), ("n_anti_only", ~tb & ta))),
-        )  # fmt: skip
+            *(
+                e.sum().cast(pl.Int64).alias(n)
+                for n, e in (
+                    ("n_to_biased", tb),
+                    ("n_to_anti", ta),
+                    ("n_both", tb & ta),
+                    ("n_biased_only", tb & ~ta),
+                    ("n_anti_only", ~tb & ta),
+                )
+            ),
+        )
         .with_columns(share_to_biased=ratio("n_to_biased", "n_items"), share_to_anti=ratio("n_to_anti", "n_items"))
         .with_columns(diff=pl.col("share_to_biased") - pl.col("share_to_anti"))
         .sort(*KEYS, "population")

@@ -18,15 +18,31 @@ from compbias.stats.metrics import ALL, KEYS
 from compbias.stats.virtual_seeds import unpack_sets
 
 EXPECTED_COLUMNS = {
-    "model": pl.String, "variant": pl.String, "category": pl.String, "rng": pl.String,
-    "n_sets": pl.Int64, "n_seeds": pl.Int64, "n_items": pl.Int64,
-    "n_unbiased_base": pl.Int64, "n_became_biased": pl.Int64, "observed": pl.Float64,
-    "study_first_token": pl.Float64, "expected_mean": pl.Float64, "expected_sd": pl.Float64,
-    "expected_lo": pl.Float64, "expected_hi": pl.Float64, "study_quantile": pl.Float64,
-    "mean_unbiased_base": pl.Float64, "share_continue_base": pl.Float64,
-    "share_continue_variant": pl.Float64, "share_undetermined": pl.Float64,
-    "control_for": pl.String, "control": pl.String, "control_observed": pl.Float64,
-    "control_expected_mean": pl.Float64, "control_expected_lo": pl.Float64,
+    "model": pl.String,
+    "variant": pl.String,
+    "category": pl.String,
+    "rng": pl.String,
+    "n_sets": pl.Int64,
+    "n_seeds": pl.Int64,
+    "n_items": pl.Int64,
+    "n_unbiased_base": pl.Int64,
+    "n_became_biased": pl.Int64,
+    "observed": pl.Float64,
+    "study_first_token": pl.Float64,
+    "expected_mean": pl.Float64,
+    "expected_sd": pl.Float64,
+    "expected_lo": pl.Float64,
+    "expected_hi": pl.Float64,
+    "study_quantile": pl.Float64,
+    "mean_unbiased_base": pl.Float64,
+    "share_continue_base": pl.Float64,
+    "share_continue_variant": pl.Float64,
+    "share_undetermined": pl.Float64,
+    "control_for": pl.String,
+    "control": pl.String,
+    "control_observed": pl.Float64,
+    "control_expected_mean": pl.Float64,
+    "control_expected_lo": pl.Float64,
     "control_expected_hi": pl.Float64,
 }
 """Columns of the ``expected_emergence`` table (see :func:`expected_emergence`)."""
@@ -71,9 +87,12 @@ def _summarise(base: pl.DataFrame, var: pl.DataFrame, n_sets: int) -> dict[str, 
 
 
 def expected_emergence(
-    virtual: pl.DataFrame, items: pl.DataFrame, baseline: str, transitions: pl.DataFrame | None = None,
+    virtual: pl.DataFrame,
+    items: pl.DataFrame,
+    baseline: str,
+    transitions: pl.DataFrame | None = None,
     controls: Mapping[str, str] | None = None,
-) -> pl.DataFrame:  # fmt: skip
+) -> pl.DataFrame:
     """Mean and 95% range of the emergence metric over virtual seed sets, per model x variant
     (!= baseline) x category (and ``"all"``).
 
@@ -112,26 +131,49 @@ def expected_emergence(
                     p = pair if cat == ALL else pair.filter(pl.col("category") == cat)
                     b = p.select("any_biased", "any_continue", "study_any_biased", "n_continue", "n_draws")
                     w = p.select(*(pl.col(f"{c}_v").alias(c) for c in b.columns))
-                    rows.append({"model": model, "variant": variant, "category": cat, "rng": p["rng"][0],
-                                 "n_sets": n_sets, "n_seeds": int(p["n_seeds"][0]), "n_items": p.height,
-                                 **_summarise(b, w, n_sets)})  # fmt: skip
-    out = pl.DataFrame(rows, schema={k: EXPECTED_COLUMNS[k] for k in EXPECTED_COLUMNS if not k.startswith("control")
-                                     and k not in ("n_unbiased_base", "n_became_biased", "observed")})  # fmt: skip
+                    rows.append(
+                        {
+                            "model": model,
+                            "variant": variant,
+                            "category": cat,
+                            "rng": p["rng"][0],
+                            "n_sets": n_sets,
+                            "n_seeds": int(p["n_seeds"][0]),
+                            "n_items": p.height,
+                            **_summarise(b, w, n_sets),
+                        }
+                    )
+    out = pl.DataFrame(
+        rows,
+        schema={
+            k: EXPECTED_COLUMNS[k]
+            for k in EXPECTED_COLUMNS
+            if not k.startswith("control") and k not in ("n_unbiased_base", "n_became_biased", "observed")
+        },
+    )
     if transitions is not None and not transitions.is_empty():
-        obs = transitions.select(*KEYS, "n_unbiased_base", "n_became_biased",
-                                 observed=pl.col("pct_became_biased") / 100)  # fmt: skip
+        obs = transitions.select(
+            *KEYS, "n_unbiased_base", "n_became_biased", observed=pl.col("pct_became_biased") / 100
+        )
         out = out.join(obs, on=KEYS, how="left")
     else:
-        out = out.with_columns(n_unbiased_base=pl.lit(None, pl.Int64), n_became_biased=pl.lit(None, pl.Int64),
-                               observed=pl.lit(None, pl.Float64))  # fmt: skip
+        out = out.with_columns(
+            n_unbiased_base=pl.lit(None, pl.Int64),
+            n_became_biased=pl.lit(None, pl.Int64),
+            observed=pl.lit(None, pl.Float64),
+        )
     first = {}
     for control, like in controls.items():
         first.setdefault(like, control)
     ctl = out.filter(pl.col("variant").is_in(list(controls))).select(
-        "model", "category", control=pl.col("variant"), control_observed=pl.col("observed"),
-        control_expected_mean=pl.col("expected_mean"), control_expected_lo=pl.col("expected_lo"),
+        "model",
+        "category",
+        control=pl.col("variant"),
+        control_observed=pl.col("observed"),
+        control_expected_mean=pl.col("expected_mean"),
+        control_expected_lo=pl.col("expected_lo"),
         control_expected_hi=pl.col("expected_hi"),
-    )  # fmt: skip
+    )
     out = out.with_columns(
         control_for=pl.col("variant").replace_strict(controls, default=None, return_dtype=pl.String),
         control=pl.col("variant").replace_strict(first, default=None, return_dtype=pl.String),

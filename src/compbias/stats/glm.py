@@ -22,12 +22,30 @@ import statsmodels.api as sm
 from scipy import stats
 
 Z95 = 1.959963984540054
-COEF_SCHEMA = {"spec": pl.String, "model_scope": pl.String, "term": pl.String, "coef": pl.Float64,
-               "se": pl.Float64, "odds_ratio": pl.Float64, "or_lo": pl.Float64, "or_hi": pl.Float64,
-               "p_value": pl.Float64, "n_obs": pl.Int64, "n_clusters": pl.Int64, "converged": pl.Boolean,
-               "flag": pl.String}  # fmt: skip
-TEST_SCHEMA = {"spec": pl.String, "model_scope": pl.String, "test": pl.String, "statistic": pl.Float64,
-               "df": pl.Int64, "p_value": pl.Float64, "flag": pl.String}  # fmt: skip
+COEF_SCHEMA = {
+    "spec": pl.String,
+    "model_scope": pl.String,
+    "term": pl.String,
+    "coef": pl.Float64,
+    "se": pl.Float64,
+    "odds_ratio": pl.Float64,
+    "or_lo": pl.Float64,
+    "or_hi": pl.Float64,
+    "p_value": pl.Float64,
+    "n_obs": pl.Int64,
+    "n_clusters": pl.Int64,
+    "converged": pl.Boolean,
+    "flag": pl.String,
+}
+TEST_SCHEMA = {
+    "spec": pl.String,
+    "model_scope": pl.String,
+    "test": pl.String,
+    "statistic": pl.Float64,
+    "df": pl.Int64,
+    "p_value": pl.Float64,
+    "flag": pl.String,
+}
 COEF_COLUMNS = list(COEF_SCHEMA)
 TEST_COLUMNS = list(TEST_SCHEMA)
 _SEP_COEF, _SEP_SE = 15.0, 100.0  # |coef| or se beyond these on the logit scale => (quasi-)separation
@@ -66,9 +84,16 @@ def fit_glm(cells: pl.DataFrame, terms: list[Term], covariates: Sequence[str] = 
     """
     names = [n for n, _ in terms]
     k = len(names)
-    fit = {"names": names, "params": np.full(k, np.nan), "cov": {"iid": np.full((k, k), np.nan)},
-           "llf": np.nan, "converged": False, "flags": [""] * k,
-           "n_obs": int(cells["m"].sum()), "n_clusters": cells["item_id"].n_unique()}  # fmt: skip
+    fit = {
+        "names": names,
+        "params": np.full(k, np.nan),
+        "cov": {"iid": np.full((k, k), np.nan)},
+        "llf": np.nan,
+        "converged": False,
+        "flags": [""] * k,
+        "n_obs": int(cells["m"].sum()),
+        "n_clusters": cells["item_id"].n_unique(),
+    }
     fit["cov"]["cluster"] = fit["cov"]["iid"].copy()
 
     def design(df: pl.DataFrame) -> np.ndarray:
@@ -138,11 +163,20 @@ def coef_rows(fit: dict, spec: str, scope: str, cov: str) -> pl.DataFrame:
         p = 2 * stats.norm.sf(np.abs(coef / se))
         return pl.DataFrame(
             {
-                "spec": spec, "model_scope": scope, "term": fit["names"], "coef": coef, "se": se,
-                "odds_ratio": np.exp(coef), "or_lo": np.exp(coef - Z95 * se), "or_hi": np.exp(coef + Z95 * se),
-                "p_value": p, "n_obs": fit["n_obs"], "n_clusters": fit["n_clusters"],
-                "converged": fit["converged"], "flag": fit["flags"],
-            },  # fmt: skip
+                "spec": spec,
+                "model_scope": scope,
+                "term": fit["names"],
+                "coef": coef,
+                "se": se,
+                "odds_ratio": np.exp(coef),
+                "or_lo": np.exp(coef - Z95 * se),
+                "or_hi": np.exp(coef + Z95 * se),
+                "p_value": p,
+                "n_obs": fit["n_obs"],
+                "n_clusters": fit["n_clusters"],
+                "converged": fit["converged"],
+                "flag": fit["flags"],
+            },
             schema_overrides={"n_obs": pl.Int64, "n_clusters": pl.Int64},
         )
 
@@ -166,9 +200,15 @@ def lr_test(full: dict, reduced: dict, label: str, spec: str, scope: str) -> dic
     df = int(np.isfinite(full["params"]).sum() - np.isfinite(reduced["params"]).sum())
     lr = 2 * (full["llf"] - reduced["llf"])
     ok = np.isfinite(lr) and df > 0
-    return {"spec": spec, "model_scope": scope, "test": f"LR {label} (iid)", "df": df,
-            "statistic": lr if ok else np.nan, "p_value": float(stats.chi2.sf(lr, df)) if ok else np.nan,
-            "flag": "" if ok else "not estimable"}  # fmt: skip
+    return {
+        "spec": spec,
+        "model_scope": scope,
+        "test": f"LR {label} (iid)",
+        "df": df,
+        "statistic": lr if ok else np.nan,
+        "p_value": float(stats.chi2.sf(lr, df)) if ok else np.nan,
+        "flag": "" if ok else "not estimable",
+    }
 
 
 def as_test_table(rows: list[dict]) -> pl.DataFrame:

@@ -156,9 +156,7 @@ def rates(answers: pl.DataFrame) -> pl.DataFrame:
     invalid_rate (over n), biased_lo, biased_hi, unknown_lo, unknown_hi, anti_lo, anti_hi (Wilson 95%,
     pooled rows only, null otherwise), no_valid (n_valid == 0; its rates are NaN).
     """
-    role = (
-        pl.when(unresolved_expr() & (pl.col("role") != "invalid")).then(pl.lit("unresolved")).otherwise("role")
-    )
+    role = pl.when(unresolved_expr() & (pl.col("role") != "invalid")).then(pl.lit("unresolved")).otherwise("role")
     per_seed = (
         main_rows(answers)
         .group_by([*KEYS, "seed"])
@@ -185,8 +183,15 @@ def rates(answers: pl.DataFrame) -> pl.DataFrame:
             invalid_rate=ratio("n_invalid", "n"),
         )
         .with_columns(*cols, no_valid=pl.col("n_valid") == 0)
-        .select(*KEYS, "seed", "pooled", *_COUNTS, pl.col("^.*_rate$"),
-                pl.col("^(biased|unknown|anti)_(lo|hi)$"), "no_valid")
+        .select(
+            *KEYS,
+            "seed",
+            "pooled",
+            *_COUNTS,
+            pl.col("^.*_rate$"),
+            pl.col("^(biased|unknown|anti)_(lo|hi)$"),
+            "no_valid",
+        )
         .sort([*KEYS, "pooled", "seed"])
     )
 
@@ -261,8 +266,22 @@ def bias_scores(answers: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
             .then((1 - pl.col("accuracy_valid")) * pl.col("s_raw"))
             .otherwise("s_raw")
         )
-        .select(*keys, "n", "n_valid", "n_biased", "n_anti", "n_unknown", "n_invalid", "n_non_unknown",
-                "n_correct", "n_unresolved", "accuracy", "accuracy_valid", "s_raw", "bias_score",
-                "no_non_unknown")
+        .select(
+            *keys,
+            "n",
+            "n_valid",
+            "n_biased",
+            "n_anti",
+            "n_unknown",
+            "n_invalid",
+            "n_non_unknown",
+            "n_correct",
+            "n_unresolved",
+            "accuracy",
+            "accuracy_valid",
+            "s_raw",
+            "bias_score",
+            "no_non_unknown",
+        )
         .sort(keys)
     )

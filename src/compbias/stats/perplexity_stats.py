@@ -44,9 +44,7 @@ def perplexity_summary(ppl: pl.DataFrame, baseline: str, n_boot: int = 2000, see
         )
         .with_columns(ppl_se=(pl.col("perplexity") * pl.col("_var").sqrt()).fill_null(float("nan")))
     )
-    base = ppl.filter(pl.col("variant") == baseline).select(
-        "model", "seq_id", nll_base="nll_sum", tok_base="n_tokens"
-    )
+    base = ppl.filter(pl.col("variant") == baseline).select("model", "seq_id", nll_base="nll_sum", tok_base="n_tokens")
     paired = ppl.join(base, on=["model", "seq_id"], how="inner")
     boot = grouped_bootstrap(
         paired,
@@ -60,7 +58,18 @@ def perplexity_summary(ppl: pl.DataFrame, baseline: str, n_boot: int = 2000, see
     return (
         per.join(n_paired, on=_MV, how="left")
         .join(boot, on=_MV, how="left")
-        .select(*_MV, "n_seqs", "n_tokens", "nll_per_token", "perplexity", "ppl_se",
-                pl.col("n_paired").fill_null(0), "pct_change", "pct_lo", "pct_hi", "pct_p")  # fmt: skip
+        .select(
+            *_MV,
+            "n_seqs",
+            "n_tokens",
+            "nll_per_token",
+            "perplexity",
+            "ppl_se",
+            pl.col("n_paired").fill_null(0),
+            "pct_change",
+            "pct_lo",
+            "pct_hi",
+            "pct_p",
+        )
         .sort(_MV)
     )

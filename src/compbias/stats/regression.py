@@ -13,8 +13,19 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from compbias.stats.glm import (COEF_COLUMNS, COEF_SCHEMA, INTERCEPT, Term, as_test_table, coef_rows, factor,
-                                fit_glm, lr_test, sorted_levels, wald_test)
+from compbias.stats.glm import (
+    COEF_COLUMNS,
+    COEF_SCHEMA,
+    INTERCEPT,
+    Term,
+    as_test_table,
+    coef_rows,
+    factor,
+    fit_glm,
+    lr_test,
+    sorted_levels,
+    wald_test,
+)
 from compbias.stats.metrics import VALID_ROLES, main_rows, resolved_rows
 from compbias.stats.transitions import paired_with_baseline
 from compbias.stats.variants import is_pruning, variant_order
@@ -106,8 +117,10 @@ def dose_response(answers: pl.DataFrame, variants: pl.DataFrame) -> dict[str, pl
     for spec, scope, f, cov, prefix in fits:
         coefs.append(coef_rows(f, spec, scope, cov))
         tests.append(wald_test(f, prefix, spec, scope, cov))
-    tests += [lr_test(f_bits, f_cat, "bits", "bits_iid", "pooled"),
-              lr_test(f_var, f_cat_all, "C(variant)", "variant_cluster", "pooled")]
+    tests += [
+        lr_test(f_bits, f_cat, "bits", "bits_iid", "pooled"),
+        lr_test(f_var, f_cat_all, "C(variant)", "variant_cluster", "pooled"),
+    ]
     return {
         "coefficients": pl.concat(coefs).select(COEF_COLUMNS),
         "tests": as_test_table(tests),
@@ -144,10 +157,11 @@ def pruning_cells(answers: pl.DataFrame, variants: pl.DataFrame) -> pl.DataFrame
         variants = variants.with_columns(method=pl.lit(None, pl.String), sparsity=pl.lit(None, pl.Float64))
     base = pl.col("is_baseline")
     keep = variants.filter(base | is_pruning(variants)).select(
-        "model", "variant",
+        "model",
+        "variant",
         sparsity=pl.when(base & pl.col("sparsity").is_null()).then(0.0).otherwise(pl.col("sparsity").cast(pl.Float64)),
         method=pl.col("method").fill_null("none"),
-    )  # fmt: skip
+    )
     if not has_pruning(variants):
         keep = keep.clear()
     return binomial_cells(answers, variants).join(keep, on=["model", "variant"], how="inner")
@@ -182,10 +196,19 @@ def sparsity_response(answers: pl.DataFrame, variants: pl.DataFrame) -> dict[str
     cells = pruning_cells(answers, variants)
     test_names = ["Wald sparsity (cluster)", "Wald sparsity:C(method) (cluster)", "LR sparsity:C(method) (iid)"]
     if not has_pruning(variants):
-        tests = [{"spec": "sparsity_cluster", "model_scope": "pooled", "test": t, "statistic": np.nan, "df": 0,
-                  "p_value": np.nan, "flag": NO_PRUNING} for t in test_names]  # fmt: skip
-        return {"coefficients": pl.DataFrame(schema=COEF_SCHEMA).select(COEF_COLUMNS),
-                "tests": as_test_table(tests)}  # fmt: skip
+        tests = [
+            {
+                "spec": "sparsity_cluster",
+                "model_scope": "pooled",
+                "test": t,
+                "statistic": np.nan,
+                "df": 0,
+                "p_value": np.nan,
+                "flag": NO_PRUNING,
+            }
+            for t in test_names
+        ]
+        return {"coefficients": pl.DataFrame(schema=COEF_SCHEMA).select(COEF_COLUMNS), "tests": as_test_table(tests)}
     methods = sorted_levels(cells.filter(pl.col("method") != "none")["method"])
     covs = ("bits", "sparsity", "method")
     dose: list[Term] = [("sparsity", pl.col("sparsity"))]
@@ -200,9 +223,11 @@ def sparsity_response(answers: pl.DataFrame, variants: pl.DataFrame) -> dict[str
         base = [INTERCEPT, *dose, *extra, *mod, *factor("category", sorted_levels(c["category"]))]
         full, reduced = fit_glm(c, base + inter, covs), fit_glm(c, base, covs)
         coefs.append(coef_rows(full, spec, scope, "cluster"))
-        rows = [wald_test(full, "sparsity", spec, scope, "cluster"),
-                wald_test(full, "sparsity:C(method)", spec, scope, "cluster"),
-                lr_test(full, reduced, "sparsity:C(method)", spec, scope)]  # fmt: skip
+        rows = [
+            wald_test(full, "sparsity", spec, scope, "cluster"),
+            wald_test(full, "sparsity:C(method)", spec, scope, "cluster"),
+            lr_test(full, reduced, "sparsity:C(method)", spec, scope),
+        ]
         if len(methods) < 2:
             rows[1:] = [r | {"statistic": np.nan, "p_value": np.nan, "flag": SINGLE_METHOD} for r in rows[1:]]
         tests += rows

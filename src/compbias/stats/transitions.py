@@ -12,7 +12,15 @@ import numpy as np
 import polars as pl
 from statsmodels.stats.contingency_tables import mcnemar
 
-from compbias.stats.metrics import KEYS, bh_qvalues, grouped_bootstrap, main_rows, ratio, resolved_rows, with_all_category
+from compbias.stats.metrics import (
+    KEYS,
+    bh_qvalues,
+    grouped_bootstrap,
+    main_rows,
+    ratio,
+    resolved_rows,
+    with_all_category,
+)
 
 MAJORITY_ORDER = ("unknown", "anti", "biased", "invalid")
 """Tie-break priority of :func:`item_table`'s majority role (first wins)."""
@@ -52,10 +60,21 @@ def item_table(answers: pl.DataFrame) -> pl.DataFrame:
             majority=majority,
         )
         .select(
-            "model", "variant", "item_id", "category", "condition", "polarity", "n_seeds",
+            "model",
+            "variant",
+            "item_id",
+            "category",
+            "condition",
+            "polarity",
+            "n_seeds",
             *(f"frac_{r}" for r in ("biased", "anti", "unknown", "invalid")),
-            "any_biased", "any_anti", "majority", "p_biased", "p_anti", "p_unknown",
-        )  # fmt: skip
+            "any_biased",
+            "any_anti",
+            "majority",
+            "p_biased",
+            "p_anti",
+            "p_unknown",
+        )
         .sort("model", "variant", "item_id")
     )
 
@@ -94,8 +113,16 @@ def transitions(items_tbl: pl.DataFrame, baseline: str) -> pl.DataFrame:
             pct_became_biased=100 * ratio("n_became_biased", "n_unbiased_base"),
             pct_became_anti=100 * ratio("n_became_anti", "n_unanti_base"),
         )
-        .select(*KEYS, "n_items", "n_unbiased_base", "n_became_biased", "pct_became_biased",
-                "n_unanti_base", "n_became_anti", "pct_became_anti")  # fmt: skip
+        .select(
+            *KEYS,
+            "n_items",
+            "n_unbiased_base",
+            "n_became_biased",
+            "pct_became_biased",
+            "n_unanti_base",
+            "n_became_anti",
+            "pct_became_anti",
+        )
         .sort(KEYS)
     )
 
@@ -136,11 +163,13 @@ def _floor_items(answers: pl.DataFrame, baseline: str, n_seeds: int) -> pl.DataF
         .join(per_item, on=["model", "item_id"], how="left")
         .join(n_plc, on="model", how="left")
         .select(
-            "model", "item_id", "category",
+            "model",
+            "item_id",
+            "category",
             floor_analytic=1 - (1 - pl.col("p_biased")) ** n_seeds,
             placebo_biased=pl.col("_placebo").fill_null(float("nan")),
             n_placebo_seeds=pl.col("n_placebo_seeds").fill_null(0),
-        )  # fmt: skip
+        )
     )
 
 
@@ -205,8 +234,14 @@ def excess_emergence(
     cols = [c for c in boot.columns if c not in KEYS]
     return (
         floors.join(boot, on=KEYS)
-        .select(*KEYS, "n_unbiased_base", *[c for c in cols if c.startswith("observed")],
-                "floor_analytic", "floor_placebo", *[c for c in cols if c.startswith("excess")])  # fmt: skip
+        .select(
+            *KEYS,
+            "n_unbiased_base",
+            *[c for c in cols if c.startswith("observed")],
+            "floor_analytic",
+            "floor_placebo",
+            *[c for c in cols if c.startswith("excess")],
+        )
         .sort(KEYS)
     )
 
@@ -224,10 +259,14 @@ def probability_shifts(items_tbl: pl.DataFrame, baseline: str) -> dict[str, pl.D
     delta exceeds 0.1 / 0.5).
     """
     items = paired_with_baseline(items_tbl, baseline, ["p_biased", "p_unknown"]).select(
-        "model", "variant", "item_id", "category", "condition",
+        "model",
+        "variant",
+        "item_id",
+        "category",
+        "condition",
         d_p_biased=pl.col("p_biased") - pl.col("p_biased_base"),
         d_p_unknown=pl.col("p_unknown") - pl.col("p_unknown_base"),
-    )  # fmt: skip
+    )
     d = pl.col("delta")
     summary = (
         with_all_category(
@@ -263,13 +302,24 @@ def paired_tests(items_tbl: pl.DataFrame, baseline: str, n_boot: int = 2000, see
     )
     p = with_all_category(p)
     mb, mb0 = pl.col("mb"), pl.col("mb0")
-    counts = p.group_by(KEYS).agg(
-        pl.len().cast(pl.Int64).alias("n_items"),
-        *(e.sum().cast(pl.Int64).alias(n) for n, e in
-          (("n_both", mb0 & mb), ("n_base_only", mb0 & ~mb), ("n_var_only", ~mb0 & mb), ("n_neither", ~mb0 & ~mb))),
-        biased_base=pl.mean("frac_biased_base"),
-        biased_variant=pl.mean("frac_biased"),
-    ).sort(KEYS)  # fmt: skip
+    counts = (
+        p.group_by(KEYS)
+        .agg(
+            pl.len().cast(pl.Int64).alias("n_items"),
+            *(
+                e.sum().cast(pl.Int64).alias(n)
+                for n, e in (
+                    ("n_both", mb0 & mb),
+                    ("n_base_only", mb0 & ~mb),
+                    ("n_var_only", ~mb0 & mb),
+                    ("n_neither", ~mb0 & ~mb),
+                )
+            ),
+            biased_base=pl.mean("frac_biased_base"),
+            biased_variant=pl.mean("frac_biased"),
+        )
+        .sort(KEYS)
+    )
     tests = []
     for both, b, c, neither in counts.select("n_both", "n_base_only", "n_var_only", "n_neither").iter_rows():
         exact = b + c < 25

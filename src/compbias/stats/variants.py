@@ -63,9 +63,11 @@ def resolve_baseline(variants: pl.DataFrame | None, baseline: str | None, presen
 
 
 def study_order(
-    variants: pl.DataFrame | None, present: Sequence[str], baseline: str | None = None,
+    variants: pl.DataFrame | None,
+    present: Sequence[str],
+    baseline: str | None = None,
     controls: Mapping[str, str] | None = None,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The variants of ``present`` (except ``baseline``) in the order the report shows them:
     unpruned (quantization) variants in config order, then those missing from ``variants`` (in the order of
     ``present``), then pruning variants in config order; each perturbation control (``controls``:

@@ -30,10 +30,16 @@ OUTCOMES = ("biased", "anti", "unknown", "continue", "unresolved")
 BIASED, ANTI, UNKNOWN, CONTINUE, UNRESOLVED = range(len(OUTCOMES))
 
 VIRTUAL_SCHEMA = {
-    "item_id": pl.String, "n_draws": pl.Int64, "n_continue": pl.Int64,
-    "any_biased": pl.Binary, "any_continue": pl.Binary,
-    "study_any_biased": pl.Boolean, "study_any_continue": pl.Boolean,
-    "n_sets": pl.Int64, "n_seeds": pl.Int64, "rng": pl.String,
+    "item_id": pl.String,
+    "n_draws": pl.Int64,
+    "n_continue": pl.Int64,
+    "any_biased": pl.Binary,
+    "any_continue": pl.Binary,
+    "study_any_biased": pl.Boolean,
+    "study_any_continue": pl.Boolean,
+    "n_sets": pl.Int64,
+    "n_seeds": pl.Int64,
+    "rng": pl.String,
 }
 """Columns of ``results/virtual_seeds/{model}/{variant}.parquet`` (see :func:`virtual_outcomes`)."""
 
@@ -62,15 +68,22 @@ def head_outcomes(scores: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFra
     ex = (
         df.select("unknown_idx", "biased_idx", "perm", "top_letters", row=pl.int_range(pl.len()))
         .explode("top_letters")
-        .with_columns(pos=pl.int_range(pl.len()).over("row"),
-                      li=pl.col("top_letters").replace_strict(dict(zip(LETTERS, range(3))), default=None,
-                                                              return_dtype=pl.Int64))  # fmt: skip
+        .with_columns(
+            pos=pl.int_range(pl.len()).over("row"),
+            li=pl.col("top_letters").replace_strict(dict(zip(LETTERS, range(3))), default=None, return_dtype=pl.Int64),
+        )
         .with_columns(option=pl.col("perm").list.get(pl.col("li"), null_on_oob=True))
-        .with_columns(code=pl.when(pl.col("option").is_null()).then(CONTINUE)
-                      .when(pl.col("option") == pl.col("unknown_idx")).then(UNKNOWN)
-                      .when(pl.col("biased_idx").is_null()).then(UNRESOLVED)
-                      .when(pl.col("option") == pl.col("biased_idx")).then(BIASED)
-                      .otherwise(ANTI))  # fmt: skip
+        .with_columns(
+            code=pl.when(pl.col("option").is_null())
+            .then(CONTINUE)
+            .when(pl.col("option") == pl.col("unknown_idx"))
+            .then(UNKNOWN)
+            .when(pl.col("biased_idx").is_null())
+            .then(UNRESOLVED)
+            .when(pl.col("option") == pl.col("biased_idx"))
+            .then(BIASED)
+            .otherwise(ANTI)
+        )
     )
     codes = np.full((df.height, width), CONTINUE, dtype=np.int8)
     codes[ex["row"].to_numpy(), ex["pos"].to_numpy()] = ex["code"].to_numpy().astype(np.int8)
@@ -95,8 +108,9 @@ class _Group:
         for b in np.unique(bucket):
             idx = np.flatnonzero(bucket == b)
             sub = self.rows[idx]
-            self.buckets.append((idx, Heads(sub["item_id"].to_list(), sub["top_ids"].to_list(),
-                                            sub["top_probs"].to_list())))  # fmt: skip
+            self.buckets.append(
+                (idx, Heads(sub["item_id"].to_list(), sub["top_ids"].to_list(), sub["top_probs"].to_list()))
+            )
         self.rng = rng
         self.n_vocab = int(scores["n_vocab"].max()) if "n_vocab" in scores.columns else None
         # the logits' dtype, for rng reference (scores do not record it yet: float32, the CPU runtime's)
@@ -115,9 +129,13 @@ class _Group:
 
 
 def virtual_outcomes(
-    scores: Mapping[str, pl.DataFrame], items: pl.DataFrame, rng: str, n_sets: int,
-    study_seeds: Sequence[int], threads: int = 1,
-) -> pl.DataFrame:  # fmt: skip
+    scores: Mapping[str, pl.DataFrame],
+    items: pl.DataFrame,
+    rng: str,
+    n_sets: int,
+    study_seeds: Sequence[int],
+    threads: int = 1,
+) -> pl.DataFrame:
     """Per item: which of ``n_sets`` virtual seed sets (of ``len(study_seeds)`` seeds each) drew a
     biased / a ``continue`` first token, and the same for the study seeds themselves.
 
@@ -163,18 +181,21 @@ def virtual_outcomes(
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda w: run(w, range(int(chunks[w][0]), int(chunks[w][-1]) + 1)), range(workers)))
     study = np.stack([g.outcomes(int(s)) for g, s in zip(slot_group, study_seeds)], axis=1)
-    return pl.DataFrame({
-        "item_id": ids,
-        "n_draws": np.full(n_items, n_sets * n, dtype=np.int64),
-        "n_continue": n_cont.sum(axis=0),
-        "any_biased": _pack(any_b),
-        "any_continue": _pack(any_c),
-        "study_any_biased": (study == BIASED).any(axis=1),
-        "study_any_continue": (study == CONTINUE).any(axis=1),
-        "n_sets": np.full(n_items, n_sets, dtype=np.int64),
-        "n_seeds": np.full(n_items, n, dtype=np.int64),
-        "rng": np.full(n_items, rng),
-    }, schema=VIRTUAL_SCHEMA)  # fmt: skip
+    return pl.DataFrame(
+        {
+            "item_id": ids,
+            "n_draws": np.full(n_items, n_sets * n, dtype=np.int64),
+            "n_continue": n_cont.sum(axis=0),
+            "any_biased": _pack(any_b),
+            "any_continue": _pack(any_c),
+            "study_any_biased": (study == BIASED).any(axis=1),
+            "study_any_continue": (study == CONTINUE).any(axis=1),
+            "n_sets": np.full(n_items, n_sets, dtype=np.int64),
+            "n_seeds": np.full(n_items, n, dtype=np.int64),
+            "rng": np.full(n_items, rng),
+        },
+        schema=VIRTUAL_SCHEMA,
+    )
 
 
 def _pack(bits: np.ndarray) -> pl.Series:

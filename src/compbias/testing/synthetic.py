@@ -162,10 +162,29 @@ def synthetic_answers(
 
 
 ANSWER_COLUMNS = [
-    "model", "variant", "seed", "placebo", "item_id", "category", "condition", "polarity", "shard",
-    "choice", "role", "method", "text", "p_ans0", "p_ans1", "p_ans2", "letter_mass",
-    "p_biased", "p_anti", "p_unknown", "compute_dtype", "dequantized",
-]  # fmt: skip
+    "model",
+    "variant",
+    "seed",
+    "placebo",
+    "item_id",
+    "category",
+    "condition",
+    "polarity",
+    "shard",
+    "choice",
+    "role",
+    "method",
+    "text",
+    "p_ans0",
+    "p_ans1",
+    "p_ans2",
+    "letter_mass",
+    "p_biased",
+    "p_anti",
+    "p_unknown",
+    "compute_dtype",
+    "dequantized",
+]
 
 
 def complete_answers(partial: pl.DataFrame | dict) -> pl.DataFrame:

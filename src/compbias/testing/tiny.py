@@ -21,17 +21,27 @@ CHATML = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-PROBE = ("<|im_start|>user\nQuestion: who?\nA) x\nB) y\nC) z<|im_end|>\n"
-         "<|im_start|>assistant\n")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja")
+PROBE = "<|im_start|>user\nQuestion: who?\nA) x\nB) y\nC) z<|im_end|>\n<|im_start|>assistant\n"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 #: Llama shapes of the study's 7B models (attention/MLP dimensions; vocabulary from the tokenizer).
 SHAPES = {
-    "mistral-7b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-                   "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 1e6},
-    "qwen2.5-7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                   "num_attention_heads": 28, "num_key_value_heads": 4, "rope_theta": 1e6},
+    "mistral-7b": {
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "rope_theta": 1e6,
+    },
+    "qwen2.5-7b": {
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "rope_theta": 1e6,
+    },
 }
 
 
@@ -46,13 +56,24 @@ def _byte_tokenizer(out: Path) -> None:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIALS)
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHATML,
-        "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "unk_token": None, "model_max_length": 2048, "add_bos_token": False,
-    }, indent=2))
-    (out / "special_tokens_map.json").write_text(json.dumps(
-        {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, indent=2))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "chat_template": CHATML,
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "unk_token": None,
+                "model_max_length": 2048,
+                "add_bos_token": False,
+            },
+            indent=2,
+        )
+    )
+    (out / "special_tokens_map.json").write_text(
+        json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, indent=2)
+    )
 
 
 def _letter_scale(logits, boost, letters, mass: float, temperature: float) -> float:
@@ -73,11 +94,20 @@ def _letter_scale(logits, boost, letters, mass: float, temperature: float) -> fl
     return hi
 
 
-def build_random_model(out: str | Path, config: dict, *, tokenizer_dir: str | Path | None = None,
-                       seed: int = 0, probes: Sequence[str | Sequence[int]] = (PROBE,),
-                       letter_gain: float = 0.5, letter_mass: float | None = None,
-                       temperature: float = 1.0, letter_noise: float = 6.0,
-                       sharpness: float = 1.0, dtype: str = "float32") -> Path:
+def build_random_model(
+    out: str | Path,
+    config: dict,
+    *,
+    tokenizer_dir: str | Path | None = None,
+    seed: int = 0,
+    probes: Sequence[str | Sequence[int]] = (PROBE,),
+    letter_gain: float = 0.5,
+    letter_mass: float | None = None,
+    temperature: float = 1.0,
+    letter_noise: float = 6.0,
+    sharpness: float = 1.0,
+    dtype: str = "float32",
+) -> Path:
     """Write a random-weight llama checkpoint (safetensors, HF names) to ``out``; return it.
 
     ``config`` gives the llama dimensions (``vocab_size`` is the tokenizer's). The letter rows
@@ -103,10 +133,16 @@ def build_random_model(out: str | Path, config: dict, *, tokenizer_dir: str | Pa
                     shutil.copy(Path(tokenizer_dir) / name, tmp / name)
         tok = Tokenizer.from_file(str(tmp / "tokenizer.json"))
         config = {
-            "model_type": "llama", "architectures": ["LlamaForCausalLM"], "rms_norm_eps": 1e-5,
-            "max_position_embeddings": 4096, "rope_theta": 10000.0, "tie_word_embeddings": False,
-            "eos_token_id": tok.token_to_id("<|im_end|>") or 2, **config,
-            "vocab_size": tok.get_vocab_size(), "torch_dtype": dtype,
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 4096,
+            "rope_theta": 10000.0,
+            "tie_word_embeddings": False,
+            "eos_token_id": tok.token_to_id("<|im_end|>") or 2,
+            **config,
+            "vocab_size": tok.get_vocab_size(),
+            "torch_dtype": dtype,
         }
         mx.random.seed(seed)
         model = Model(ModelArgs.from_dict(config))
@@ -123,8 +159,7 @@ def build_random_model(out: str | Path, config: dict, *, tokenizer_dir: str | Pa
         noise = letter_noise * mx.random.normal((3, hidden)) / hidden
         if letter_mass is not None:
             logits = model.lm_head(h).at[:, letters].add(h @ noise.T)
-            letter_gain = _letter_scale(logits, (h @ direction)[:, None], letters, letter_mass,
-                                        temperature)
+            letter_gain = _letter_scale(logits, (h @ direction)[:, None], letters, letter_mass, temperature)
         rows = letter_gain * direction + noise
         model.lm_head.weight = model.lm_head.weight.at[letters].add(rows)
         model.set_dtype(getattr(mx, dtype))
@@ -137,7 +172,16 @@ def build_random_model(out: str | Path, config: dict, *, tokenizer_dir: str | Pa
 
 def build_tiny_model(out: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     """Write the tiny test llama (float32, byte-level tokenizer, dimensions multiples of 64)."""
-    return build_random_model(out, {
-        "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048,
-    }, seed=seed, sharpness=8.0)
+    return build_random_model(
+        out,
+        {
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 2048,
+        },
+        seed=seed,
+        sharpness=8.0,
+    )

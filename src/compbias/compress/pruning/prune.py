@@ -126,8 +126,9 @@ def prune_checkpoint(
     if spec.method == "wanda" and spec.sparsity > 0:
         if texts is None:
             say(f"loading calibration texts from {cal.source}")
-            texts = load_texts(cal.source, subset=cal.subset, split=cal.split,
-                               max_chars=12 * cal.n_samples * cal.seq_len)
+            texts = load_texts(
+                cal.source, subset=cal.subset, split=cal.split, max_chars=12 * cal.n_samples * cal.seq_len
+            )
         tokens = calibration_tokens(
             load_tokenizer(src), texts, cal.n_samples, cal.seq_len, cal.seed, variant_name=variant_name
         )

@@ -12,5 +12,12 @@ from compbias.report.figures.pruning import pruning
 from compbias.report.figures.rates import dose_response
 from compbias.report.figures.transitions import emergence_figure
 
-__all__ = ["category_heatmap", "dose_response", "emergence_figure", "perplexity_vs_bias", "placeholder", "pruning",
-           "save_figure"]
+__all__ = [
+    "category_heatmap",
+    "dose_response",
+    "emergence_figure",
+    "perplexity_vs_bias",
+    "placeholder",
+    "pruning",
+    "save_figure",
+]

@@ -128,8 +128,14 @@ def _note(ax: Axes, text: str) -> None:
     ax.set_xlabel(f"{label}\n[{text}]" if label else f"[{text}]")
 
 
-_LABEL_OFFSETS = ((5, 5, "left", "bottom"), (5, -5, "left", "top"), (-5, 5, "right", "bottom"),
-                  (-5, -5, "right", "top"), (0, 9, "center", "bottom"), (0, -9, "center", "top"))  # fmt: skip
+_LABEL_OFFSETS = (
+    (5, 5, "left", "bottom"),
+    (5, -5, "left", "top"),
+    (-5, 5, "right", "bottom"),
+    (-5, -5, "right", "top"),
+    (0, 9, "center", "bottom"),
+    (0, -9, "center", "top"),
+)
 
 
 def place_labels(ax: Axes, points: Sequence[tuple[float, float, str, str]], fontsize: float = 8.5) -> None:
@@ -142,8 +148,9 @@ def place_labels(ax: Axes, points: Sequence[tuple[float, float, str, str]], font
     for x, y, text, color in sorted(points, key=lambda p: (-p[1], p[0])):
         best = None
         for dx, dy, ha, va in _LABEL_OFFSETS:
-            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                              fontsize=fontsize, color=color)  # fmt: skip
+            ann = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=fontsize, color=color
+            )
             box = ann.get_window_extent(renderer)
             overlap = sum(box.overlaps(o) for o in placed)
             if best is None or overlap < best[0]:

@@ -10,8 +10,18 @@ import numpy as np
 import polars as pl
 from matplotlib.ticker import FuncFormatter
 
-from compbias.report.figures.common import (MODEL_COLORS, _empty, _err, _models, _new_figure, _note, _pooled_all,
-                                            place_labels, placeholder, save_figure)
+from compbias.report.figures.common import (
+    MODEL_COLORS,
+    _empty,
+    _err,
+    _models,
+    _new_figure,
+    _note,
+    _pooled_all,
+    place_labels,
+    placeholder,
+    save_figure,
+)
 from compbias.report.numbers import as_float, pct_tick
 from compbias.stats.variants import pruning_variants, resolve_baseline
 
@@ -28,9 +38,12 @@ PPL_LINEAR = 1.0
 
 
 def perplexity_vs_bias(
-    perplexity: pl.DataFrame | None, rates: pl.DataFrame, out: str | Path,
-    variants: pl.DataFrame | None = None, baseline: str | None = None,
-) -> list[Path]:  # fmt: skip
+    perplexity: pl.DataFrame | None,
+    rates: pl.DataFrame,
+    out: str | Path,
+    variants: pl.DataFrame | None = None,
+    baseline: str | None = None,
+) -> list[Path]:
     """Perplexity % change vs the baseline (paired bootstrap 95% interval, horizontal bars) against
     the change in stereotype-reliance rate from the baseline (percentage points, category
     ``all``), one labelled point per model x variant (pruning variants as triangles).
@@ -81,8 +94,9 @@ def perplexity_vs_bias(
         ax.plot([], [], "o", color="#777777", label="quantization variant")
         ax.plot([], [], "^", color="#777777", label="pruning variant")
     ax.legend(fontsize=8, loc="best")
-    ax.set_xlabel(f"perplexity change vs {baseline} (%, paired bootstrap 95% CI; log scale beyond "
-                  f"\u00b1{PPL_LINEAR:g}%)")
+    ax.set_xlabel(
+        f"perplexity change vs {baseline} (%, paired bootstrap 95% CI; log scale beyond \u00b1{PPL_LINEAR:g}%)"
+    )
     ax.set_ylabel(f"stereotype-reliance change vs {baseline}\n(percentage points of valid answers)")
     ax.grid(alpha=0.3)
     if missing:

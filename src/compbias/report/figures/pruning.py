@@ -8,20 +8,34 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from compbias.report.figures.common import (METHOD_MARKERS, MODEL_COLORS, _col, _empty, _err, _models, _new_figure,
-                                            _note, _offsets, _pooled_all, placeholder, save_figure)
+from compbias.report.figures.common import (
+    METHOD_MARKERS,
+    MODEL_COLORS,
+    _col,
+    _empty,
+    _err,
+    _models,
+    _new_figure,
+    _note,
+    _offsets,
+    _pooled_all,
+    placeholder,
+    save_figure,
+)
 from compbias.report.numbers import as_float
 from compbias.stats.variants import pruning_variants, resolve_baseline
-
 
 DODGE = 1.5
 """Largest horizontal shift (percentage points of sparsity) separating overlapping pruning series."""
 
 
 def pruning(
-    rates: pl.DataFrame, perplexity: pl.DataFrame | None, variants: pl.DataFrame, out: str | Path,
+    rates: pl.DataFrame,
+    perplexity: pl.DataFrame | None,
+    variants: pl.DataFrame,
+    out: str | Path,
     baseline: str | None = None,
-) -> list[Path]:  # fmt: skip
+) -> list[Path]:
     """Stereotype reliance (category ``all``, Wilson 95% CI) and perplexity change (paired 95% CI)
     vs the MEASURED sparsity, one line per pruning method (pruned-then-quantized variants as a
     separate, hollow series) starting at the baseline (sparsity 0). A placeholder when there is
@@ -68,10 +82,21 @@ def pruning(
             if math.isfinite(by):
                 blo = scale * as_float(b_row.get(lo_c)) if col == "biased_rate" else by
                 bhi = scale * as_float(b_row.get(hi_c)) if col == "biased_rate" else by
-                ax.errorbar([0.0], [by], yerr=_err(np.array([by]), np.array([blo]), np.array([bhi])), fmt="*",
-                            color="black", ms=12, capsize=4, label=f"baseline {baseline} (sparsity 0)", zorder=4)  # fmt: skip
+                ax.errorbar(
+                    [0.0],
+                    [by],
+                    yerr=_err(np.array([by]), np.array([blo]), np.array([bhi])),
+                    fmt="*",
+                    color="black",
+                    ms=12,
+                    capsize=4,
+                    label=f"baseline {baseline} (sparsity 0)",
+                    zorder=4,
+                )
         no_valid: list[str] = []
-        series = mv.filter(pl.col("method").is_not_null()).sort("series")["series"].unique(maintain_order=True).to_list()
+        series = (
+            mv.filter(pl.col("method").is_not_null()).sort("series")["series"].unique(maintain_order=True).to_list()
+        )
         n_series = max(n_series, len(series))
         dodge = _offsets(len(series), DODGE)  # percentage points, to separate overlapping bars
         for k, s in enumerate(series):
@@ -89,8 +114,17 @@ def pruning(
                     ax.plot(np.r_[0.0, x[ok]], np.r_[by, y[ok]], color=color, lw=1.6, ls="-")
                 elif ok.sum() > 1:
                     ax.plot(x[ok], y[ok], color=color, lw=1.6, ls="--")
-                ax.errorbar(x[ok], y[ok], yerr=_err(y[ok], lo[ok], hi[ok]), fmt=marker.get(meth, "o"), color=color,
-                            mfc="white" if quant else color, ms=7, capsize=4, label=s)  # fmt: skip
+                ax.errorbar(
+                    x[ok],
+                    y[ok],
+                    yerr=_err(y[ok], lo[ok], hi[ok]),
+                    fmt=marker.get(meth, "o"),
+                    color=color,
+                    mfc="white" if quant else color,
+                    ms=7,
+                    capsize=4,
+                    label=s,
+                )
         for ax in (ax_sr, ax_ppl):
             ax.set_xlabel("measured sparsity (% of prunable weights set to zero)")
             sp = mv["sparsity"].drop_nulls()

@@ -7,8 +7,21 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from compbias.report.figures.common import (MODEL_COLORS, ROLE_COLORS, ROLE_LABELS, _bits_label, _col, _empty,
-                                            _err, _models, _new_figure, _note, _offsets, placeholder, save_figure)
+from compbias.report.figures.common import (
+    MODEL_COLORS,
+    ROLE_COLORS,
+    ROLE_LABELS,
+    _bits_label,
+    _col,
+    _empty,
+    _err,
+    _models,
+    _new_figure,
+    _note,
+    _offsets,
+    placeholder,
+    save_figure,
+)
 from compbias.stats.metrics import ALL
 from compbias.stats.variants import quantization_variants
 
@@ -44,14 +57,32 @@ def dose_response(rates: pl.DataFrame, variants: pl.DataFrame, out: str | Path) 
             y = 100 * _col(pooled, f"{role}_rate")
             lo, hi = 100 * _col(pooled, f"{role}_lo"), 100 * _col(pooled, f"{role}_hi")
             no_valid |= {f"{model}/{v}" for v, yy in zip(pooled["variant"], y) if not np.isfinite(yy)}
-            ax.errorbar(x, y, yerr=_err(y, lo, hi), color=color, marker="o", ms=6, lw=1.8, capsize=4,
-                        label=f"{model}: pooled seeds, Wilson 95% CI")  # fmt: skip
+            ax.errorbar(
+                x,
+                y,
+                yerr=_err(y, lo, hi),
+                color=color,
+                marker="o",
+                ms=6,
+                lw=1.8,
+                capsize=4,
+                label=f"{model}: pooled seeds, Wilson 95% CI",
+            )
             seeds = all_rows.filter(~pl.col("pooled") & (pl.col("model") == model))
             if not seeds.is_empty():
                 sx = seeds["variant"].replace_strict(pos, default=None).to_numpy().astype(float) + offs[k]
                 sx = sx + np.random.default_rng(0).uniform(-0.06, 0.06, len(sx))
-                ax.scatter(sx, 100 * _col(seeds, f"{role}_rate"), s=16, facecolors="none", edgecolors=color,
-                           alpha=0.7, linewidths=0.9, label=f"{model}: single seeds", zorder=3)  # fmt: skip
+                ax.scatter(
+                    sx,
+                    100 * _col(seeds, f"{role}_rate"),
+                    s=16,
+                    facecolors="none",
+                    edgecolors=color,
+                    alpha=0.7,
+                    linewidths=0.9,
+                    label=f"{model}: single seeds",
+                    zorder=3,
+                )
         ax.set_title(ROLE_LABELS[role], color=ROLE_COLORS[role], fontsize=11)
         ax.set_xticks(range(len(order)), [_bits_label(variants, v) for v in order], fontsize=8.5)
         ax.set_xlim(-0.5, len(order) - 0.5)

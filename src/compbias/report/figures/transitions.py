@@ -12,8 +12,17 @@ import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 
-from compbias.report.figures.common import (ROLE_COLORS, _bits_label, _col, _empty, _err, _models, _new_figure,
-                                            placeholder, save_figure)
+from compbias.report.figures.common import (
+    ROLE_COLORS,
+    _bits_label,
+    _col,
+    _empty,
+    _err,
+    _models,
+    _new_figure,
+    placeholder,
+    save_figure,
+)
 from compbias.report.numbers import UNDETERMINED, as_float
 from compbias.stats.metrics import ALL
 from compbias.stats.variants import pruning_variants, study_order
@@ -36,12 +45,25 @@ def _label(variants: pl.DataFrame | None, v: str, controls: Mapping[str, str]) -
 
 def _annotate(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
     for xx, val in zip(x, y):
-        ax.annotate("n/a" if not np.isfinite(val) else f"{val:.1f}", (xx, val if np.isfinite(val) else 0),
-                    xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)  # fmt: skip
+        ax.annotate(
+            "n/a" if not np.isfinite(val) else f"{val:.1f}",
+            (xx, val if np.isfinite(val) else 0),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
 
 
-def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: pl.DataFrame | None,
-                     pos: dict[str, int], controls: Mapping[str, str]) -> list[str]:  # fmt: skip
+def _emergence_panel(
+    ax: Axes,
+    t: pl.DataFrame,
+    e: pl.DataFrame | None,
+    floors: pl.DataFrame | None,
+    pos: dict[str, int],
+    controls: Mapping[str, str],
+) -> list[str]:
     """Bars, expected ranges and floors; returns the variants whose expected range is not drawn."""
     x = t["variant"].replace_strict(pos).to_numpy().astype(float)
     y = _col(t, "pct_became_biased")
@@ -49,8 +71,15 @@ def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: 
     w = 0.6
     ax.bar(x[~is_ctl], y[~is_ctl], w, color=ROLE_COLORS["biased"], label="became biased (study seeds)")
     if is_ctl.any():
-        ax.bar(x[is_ctl], y[is_ctl], w, color=CONTROL_COLOR, hatch="//", edgecolor=ROLE_COLORS["biased"],
-               label="perturbation control (same-size random weight noise)")  # fmt: skip
+        ax.bar(
+            x[is_ctl],
+            y[is_ctl],
+            w,
+            color=CONTROL_COLOR,
+            hatch="//",
+            edgecolor=ROLE_COLORS["biased"],
+            label="perturbation control (same-size random weight noise)",
+        )
     _annotate(ax, x - w / 4, y)
     tops = [*y, 5.0]
     vague: list[str] = []
@@ -64,16 +93,26 @@ def _emergence_panel(ax: Axes, t: pl.DataFrame, e: pl.DataFrame | None, floors: 
         if e.height:
             ex = e["variant"].replace_strict(pos).to_numpy().astype(float)
             m, lo, hi = (100 * _col(e, c) for c in ("expected_mean", "expected_lo", "expected_hi"))
-            ax.errorbar(ex + w / 4, m, yerr=_err(m, lo, hi), fmt="D", color="black", ms=5, capsize=4, zorder=4,
-                        label=f"expected over {n_sets} virtual seed sets: mean, 95% range")  # fmt: skip
+            ax.errorbar(
+                ex + w / 4,
+                m,
+                yerr=_err(m, lo, hi),
+                fmt="D",
+                color="black",
+                ms=5,
+                capsize=4,
+                zorder=4,
+                label=f"expected over {n_sets} virtual seed sets: mean, 95% range",
+            )
             tops += [*hi]
     if floors is not None and floors.height:
-        for col, ls, color, name in (("floor_analytic", "--", "#555555", "analytic"),
-                                     ("floor_placebo", ":", "#8e44ad", "placebo seeds")):  # fmt: skip
+        for col, ls, color, name in (
+            ("floor_analytic", "--", "#555555", "analytic"),
+            ("floor_placebo", ":", "#8e44ad", "placebo seeds"),
+        ):
             f = as_float(floors[col][0])
             if math.isfinite(f):
-                ax.axhline(100 * f, color=color, ls=ls, lw=1.2,
-                           label=f"floor for independent re-runs ({name})")  # fmt: skip
+                ax.axhline(100 * f, color=color, ls=ls, lw=1.2, label=f"floor for independent re-runs ({name})")
                 tops.append(100 * f)
     ax.set_ylabel("became biased\n(% of baseline-unbiased items)")
     ax.set_ylim(0, min(105.0, 1.15 * float(np.nanmax(np.asarray(tops, float))) + 4))
@@ -94,24 +133,43 @@ def _direction_panel(ax: Axes, d: pl.DataFrame | None, pos: dict[str, int], popu
     top = float(np.nanmax(np.r_[yb, ya, 5.0]))
     for xx, b, a, q in zip(x, yb, ya, _col(d, "q_value")):
         text = ("q<0.001" if q < 0.001 else f"q={q:.2g}") if np.isfinite(q) else "q n/a"
-        ax.annotate(text, (xx, np.nanmax([b, a, 0.0])), xytext=(0, 3), textcoords="offset points", ha="center",
-                    va="bottom", fontsize=7)  # fmt: skip
+        ax.annotate(
+            text,
+            (xx, np.nanmax([b, a, 0.0])),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set_ylim(0, 1.2 * top + 8)
     what = "no biased answer" if population == "unbiased" else "no biased and no anti answer"
     ax.set_ylabel(f"% of {baseline}-{population} items\n({what} at baseline)")
     n = sorted(set(d["n_items"].to_list()))
     items = f"the {n[0]}" if len(n) == 1 else "the"
-    ax.set_title(f"direction of the moves among {items} {baseline}-{population} items"
-                 + (" (exact paired test, BH q)" if population == "unbiased"
-                    else " (symmetric: equal if only 'unknown' answers became rarer)"), fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"direction of the moves among {items} {baseline}-{population} items"
+        + (
+            " (exact paired test, BH q)"
+            if population == "unbiased"
+            else " (symmetric: equal if only 'unknown' answers became rarer)"
+        ),
+        fontsize=9,
+    )
     ax.grid(axis="y", alpha=0.3)
 
 
 def emergence_figure(
-    transitions: pl.DataFrame, out: str | Path, *, expected: pl.DataFrame | None = None,
-    direction: pl.DataFrame | None = None, noise_floor: pl.DataFrame | None = None,
-    variants: pl.DataFrame | None = None, controls: Mapping[str, str] | None = None, baseline: str = "baseline",
-) -> list[Path]:  # fmt: skip
+    transitions: pl.DataFrame,
+    out: str | Path,
+    *,
+    expected: pl.DataFrame | None = None,
+    direction: pl.DataFrame | None = None,
+    noise_floor: pl.DataFrame | None = None,
+    variants: pl.DataFrame | None = None,
+    controls: Mapping[str, str] | None = None,
+    baseline: str = "baseline",
+) -> list[Path]:
     """Per model (one column), category ``all``, variants in config order (quantization, then
     pruning; each perturbation control, hatched, right after the variant it controls for):
 
@@ -134,7 +192,7 @@ def emergence_figure(
     fig = _new_figure(max(9.0, len(models) * max(6.0, 1.6 + 1.1 * len(order))), 11.0)
     axes = fig.subplots(3, len(models), sharex=True, squeeze=False)
     for j, model in enumerate(models):
-        sel = lambda df: df.filter(pl.col("model") == model) if df is not None else None  # noqa: E731
+        sel = lambda df, model=model: df.filter(pl.col("model") == model) if df is not None else None  # noqa: E731
         t = tr.filter((pl.col("model") == model) & pl.col("variant").is_in(order))
         vague = _emergence_panel(axes[0, j], t, sel(ee), sel(nf), pos, controls)
         n_unb = sorted(set(t["n_unbiased_base"].to_list()))
