@@ -43,11 +43,11 @@ clean:
 # environment, which the project declines: README). The linter loads the .test config, whose
 # model is the tiny random one.
 .PHONY: lint
-lint: | .test/resources/tiny-llama
+lint: $(VENV)/.installed-test | .test/resources/tiny-llama
 	$(VENV)/bin/ruff check src tests workflow benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests workflow benchmarks scripts
 	$(VENV)/bin/snakefmt --check workflow
 	$(PY) scripts/lint_workflow.py
 
-.test/resources/tiny-llama:
+.test/resources/tiny-llama: | $(VENV)/.installed-test
 	$(VENV)/bin/compbias tiny-model $@
