@@ -36,7 +36,9 @@ import compbias  # noqa: F401  (importing compbias loads the optimized BLAS befo
 from benchmarks.memory import reset_hwm as reset_process_hwm
 from benchmarks.memory import vm_hwm_mb
 from compbias.data import bbq
-from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
+from compbias.inference.answering import answer_seed, score_items
+from compbias.inference.decoder import Decoder
+from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import batch_limits, load_model, resolve_runtime, set_threads
 from compbias.inference.sampling import LETTERS, parse_letter
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import compbias  # noqa: F401  (optimized BLAS before MLX on a Linux CPU)
-from compbias.inference.answering import PromptSpec
+from compbias.inference.prompts import PromptSpec
 from compbias.testing.tiny import SHAPES, build_random_model
 
 

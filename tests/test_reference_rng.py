@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from conftest import study_items
 
-from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
+from compbias.inference.answering import answer_seed, score_items
+from compbias.inference.decoder import Decoder
+from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import load_model, resolve_runtime
 from compbias.inference.sampling import Heads, letter_token_ids, parse_letter, reference_rows
 from compbias.inference.scoring import last_logits

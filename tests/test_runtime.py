@@ -3,7 +3,9 @@ import pytest
 from conftest import study_items
 
 from compbias.compress.checkpoints import MANIFEST, build_checkpoint
-from compbias.inference.answering import Decoder, PromptSpec, answer_seed, score_items
+from compbias.inference.answering import answer_seed, score_items
+from compbias.inference.decoder import Decoder
+from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import Runtime, active_blas, find_blas, load_model, resolve_runtime
 
 

@@ -4,7 +4,9 @@ import pytest
 from conftest import study_items
 
 from compbias.inference import prompts
-from compbias.inference.answering import Decoder, PromptSpec, answer_seed, role_of, score_items
+from compbias.inference.answering import answer_seed, role_of, score_items
+from compbias.inference.decoder import Decoder
+from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import load_model, resolve_runtime
 from compbias.inference.sampling import invert, parse_letter, sample_rows, sorted_distribution, uniform
 

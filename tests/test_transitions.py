@@ -3,10 +3,9 @@ import math
 import polars as pl
 import pytest
 
+from compbias.stats.floors import excess_emergence, noise_floor
 from compbias.stats.transitions import (
-    excess_emergence,
     item_table,
-    noise_floor,
     paired_tests,
     probability_shifts,
     role_flows,

@@ -7,21 +7,19 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import os
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compbias.checks.hub import hub_problem
 from compbias.compress.checkpoints import variant_kind
 from compbias.config import ConfigError, model_source
 from compbias.data.bbq import CATEGORIES, BBQRecordError, json_problem, parse_record
 from compbias.settings import Dataset, Perplexity, coerce_section
 
 #: A Hugging Face repo id: ``org/name``.
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: At most this many problems are listed (the rest are counted).
 MAX_PROBLEMS = 20
 
@@ -127,52 +125,6 @@ def check_bbq(dataset: Dataset | Mapping[str, Any], n_shards: int = 1) -> DataCh
     return DataCheck(n, sum(counts.values()), h.hexdigest()[:16], time.perf_counter() - start)
 
 
-def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` asks huggingface_hub not to use the network."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def hub_cached(repo_id: str) -> bool:
-    """True when the local Hugging Face cache holds a snapshot of model ``repo_id``."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # an id huggingface_hub rejects
-        return False
-    return isinstance(found, str)
-
-
-def _hub_problem(key: str, repo_id: str, check_hub: bool) -> str | None:
-    """A problem with hub model ``repo_id`` (config key ``key``), or None."""
-    if not HUB_ID.match(repo_id):
-        return (
-            f"config key '{key}': {repo_id!r} is neither an existing local path nor a Hugging Face repo id (org/name)"
-        )
-    if not check_hub or hub_cached(repo_id):
-        return None
-    if hub_offline():
-        return (
-            f"config key '{key}': Hugging Face repo {repo_id!r} is not in the local cache and "
-            "HF_HUB_OFFLINE is set (nor is it an existing local path)"
-        )
-    from huggingface_hub import model_info
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        model_info(repo_id, timeout=10)
-    except GatedRepoError:
-        return None  # exists; the download reports the missing token
-    except RepositoryNotFoundError:
-        return f"config key '{key}': Hugging Face repo {repo_id!r} does not exist (or is private)"
-    except Exception as exc:  # connection errors, timeouts
-        return (
-            f"config key '{key}': Hugging Face repo {repo_id!r} is not in the local cache and "
-            f"the hub is unreachable ({type(exc).__name__})"
-        )
-    return None
-
-
 def _gguf_problem(key: str, spec: str) -> str | None:
     from compbias.compress.gguf import resolve_gguf
 
@@ -246,7 +198,7 @@ def model_problems(config: Mapping[str, Any], check_hub: bool = False) -> list[s
             if problem:
                 problems.append(problem)
         else:
-            problem = _hub_problem(key if isinstance(spec, str) else f"{key}.hf", location, check_hub)
+            problem = hub_problem(key if isinstance(spec, str) else f"{key}.hf", location, check_hub)
             if problem:
                 problems.append(problem)
     for name, spec in config["variants"].items():
@@ -262,7 +214,7 @@ def model_problems(config: Mapping[str, Any], check_hub: bool = False) -> list[s
                 else (
                     f"config key '{key}': local path {src!r} does not exist"
                     if _local_like(src)
-                    else _hub_problem(key, src, check_hub)
+                    else hub_problem(key, src, check_hub)
                 )
             )
         else:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
 
 LETTERS = ("A", "B", "C")
 PERMUTATIONS = tuple(itertools.permutations(range(3)))
@@ -57,3 +61,22 @@ def render(tokenizer: Any, msgs: list[dict[str, str]]) -> list[int]:
     if isinstance(ids, Mapping):  # some transformers versions return a BatchEncoding
         ids = ids["input_ids"]
     return [int(i) for i in ids]
+
+
+@dataclass
+class PromptSpec:
+    """What the model is asked: templates and option order."""
+
+    system: str = DEFAULT_SYSTEM
+    user: str = DEFAULT_USER
+    option_order: str = "fixed"
+
+    def tokens(self, tokenizer, items: pl.DataFrame, seed: int) -> list[list[int]]:
+        """Chat-templated token ids of every item, in table order."""
+        return [
+            render(
+                tokenizer,
+                messages(row, permutation(self.option_order, seed, row["item_id"]), self.system, self.user),
+            )
+            for row in items.iter_rows(named=True)
+        ]

@@ -10,14 +10,13 @@ import polars as pl
 from compbias.stats.controls import perturbation_controls
 from compbias.stats.direction import direction_tests
 from compbias.stats.emergence import expected_emergence
+from compbias.stats.floors import excess_emergence, noise_floor
 from compbias.stats.metrics import bias_scores
 from compbias.stats.perplexity_stats import perplexity_summary
 from compbias.stats.regression import dose_response, sparsity_response, transition_model
 from compbias.stats.tables import TABLES  # noqa: F401 (the table names, re-exported)
 from compbias.stats.transitions import (
-    excess_emergence,
     item_table,
-    noise_floor,
     paired_tests,
     probability_shifts,
     role_flows,
