@@ -14,7 +14,7 @@ rule virtual_seeds:
         mem_mb=config["cluster"]["light_mem_mb"],
         runtime=config["cluster"]["analysis_runtime"],
     params:
-        rng=config["decoding"].get("rng", "gumbel"),
+        rng=config["decoding"]["rng"],
         n_sets=config["analysis"]["expected_sets"],
         seeds=SEEDS,
         placebo_seeds=PLACEBO_SEEDS,

@@ -10,7 +10,7 @@ rule gguf_source:
         runtime=config["cluster"]["checkpoint_runtime"],
     params:
         gguf=lambda wc: model_source(config["models"][wc.model])[1],
-        dtype=lambda wc: config["models"][wc.model].get("dtype", "bfloat16"),
+        dtype=lambda wc: variant_dtype(config["models"][wc.model]),
     script:
         "../scripts/gguf_source.py"
 

@@ -8,10 +8,12 @@ from compbias.config import validate, model_source
 from compbias.keys import checkpoint_key
 from compbias.data.bbq import CATEGORIES as BBQ_FILES
 from compbias.compress.checkpoints import build_spec, variant_kind
+from compbias.settings import variant_dtype
 
-validate(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+# the schema ships with the package (compbias/schemas; workflow/schemas links to it)
+validate(config)
 
-# Before the DAG is built (README "Resuming", "What triggers a rerun"): every input is checked,
+# Before the DAG is built (docs/resuming.md: "Resuming", "What triggers a rerun"): every input is checked,
 # so a bad one stops the run before any job (and before Snakemake deletes any output); locks of
 # killed runs are cleared; outputs marked incomplete by a killed run are verified and kept, or
 # deleted to be rebuilt. Job subprocesses (run: rules, cluster jobs) skip all of it.
@@ -108,7 +110,7 @@ def checkpoint_source(wildcards):
     kind, location = model_source(config["models"][wildcards.model])
     if kind == "gguf":
         return [f"resources/sources/{wildcards.model}"]
-    # a local model directory is identified by its path (README "What triggers a rerun")
+    # a local model directory is identified by its path (docs/resuming.md, "What triggers a rerun")
     return [ancient(location)] if kind == "path" else []
 
 
@@ -118,7 +120,7 @@ def checkpoint_source_location(wildcards, input):
     return model_source(config["models"][wildcards.model])[1]
 
 
-PERPLEXITY = config["perplexity"].get("enabled", True)
+PERPLEXITY = config["perplexity"]["enabled"]
 ANALYSIS_TABLES = [t for t in TABLES if PERPLEXITY or t != "perplexity"]
 
 

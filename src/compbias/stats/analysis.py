@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from compbias.settings import Analysis, coerce_section
 from compbias.stats.controls import perturbation_controls
 from compbias.stats.direction import direction_tests
 from compbias.stats.emergence import expected_emergence
@@ -32,7 +33,7 @@ def analyse(
     ppl: pl.DataFrame | None,
     baseline: str,
     n_seeds: int,
-    cfg: Mapping[str, Any],
+    cfg: Analysis | Mapping[str, Any],
     virtual: pl.DataFrame | None = None,
     variants_cfg: Mapping[str, Any] | None = None,
 ) -> dict[str, pl.DataFrame]:
@@ -43,7 +44,8 @@ def analyse(
     ``expected_emergence`` is empty. ``variants_cfg``: the config's ``variants`` (for the
     perturbation controls, :mod:`compbias.stats.controls`).
     """
-    n_boot, seed = int(cfg.get("n_boot", 2000)), int(cfg.get("seed", 0))
+    settings = coerce_section(Analysis, "analysis", cfg)
+    n_boot, seed = settings.n_boot, settings.seed
     per_item = item_table(answers)
     shifts = probability_shifts(per_item, baseline)
     reg = dose_response(answers, variants)
