@@ -9,7 +9,8 @@ CPU with the preloaded OpenBLAS) and the same ambiguous BBQ items, it times
 (a) the reference protocol: per item and seed ``mx.random.seed(seed)`` then
     ``mlx_lm.generate(..., max_tokens=5, sampler=make_sampler(temp=T))`` and the lenient parser;
 (b) ``mlx_lm.batch_generate`` with the same sampler over all prompts x seeds;
-(c) compbias: ``answering.score_items`` once, then ``answering.answer_seed`` per seed.
+(c) compbias: ``answering.score_items`` once, ``answering.precompute_answers`` for every seed (the
+continued answers of all seeds with one prompt pass per item), then ``answering.answer_seed`` per seed.
 
 It reports answers/s, items/s, peak memory per method, the ratios (c)/(a) and (c)/(b), how well
 the answer distributions agree, MLX vs numpy float32 matmul GFLOP/s, and the prompt FLOP rate of
@@ -36,7 +37,7 @@ import compbias  # noqa: F401  (importing compbias loads the optimized BLAS befo
 from benchmarks.memory import reset_hwm as reset_process_hwm
 from benchmarks.memory import vm_hwm_mb
 from compbias.data import bbq
-from compbias.inference.answering import answer_seed, score_items
+from compbias.inference.answering import answer_seed, precompute_answers, score_items
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import batch_limits, load_model, resolve_runtime, set_threads
@@ -260,23 +261,26 @@ def run_batch_generate(model, tokenizer, prompts, seeds, temp, **kw) -> tuple[li
 class TimedDecoder(Decoder):
     """``answering.Decoder`` that adds up the time spent continuing answers."""
 
-    def decode(self, rows, seed, firsts):
+    def decode_pairs(self, rows, seeds, firsts):
         t = time.perf_counter()
         try:
-            return super().decode(rows, seed, firsts)
+            return super().decode_pairs(rows, seeds, firsts)
         finally:
             self.seconds = getattr(self, "seconds", 0.0) + time.perf_counter() - t
 
 
 def run_compbias(model, tokenizer, items, seeds, temp, runtime, batch_tokens, max_batch):
-    """(c): score_items once (fixed option order), answer_seed per seed."""
+    """(c): what a scores job and its answers jobs do: score_items once (fixed option order),
+    every seed answered from it in the same process (precompute_answers: the continued answers
+    of all seeds with one prompt pass per item), then answer_seed per seed from those."""
     spec = PromptSpec()
     decoder = TimedDecoder(lambda: (model, tokenizer), spec, temp, 5, batch_tokens, max_batch)
     with Stage() as st:
         t0 = time.perf_counter()
         scores = score_items(model, tokenizer, items, spec, seeds[0], temp, batch_tokens, max_batch)
         st.score_seconds = time.perf_counter() - t0
-        answers = pl.concat([answer_seed(items, scores, s, decoder, "lenient", runtime.as_dict()) for s in seeds])
+        pre = precompute_answers(items, scores, seeds, decoder, runtime.as_dict())
+        answers = pl.concat([answer_seed(items, pre, s, None, "lenient") for s in seeds])
         st.answer_seconds = time.perf_counter() - t0 - st.score_seconds
         st.decode_seconds = getattr(decoder, "seconds", 0.0)
     return scores, answers, st
@@ -644,7 +648,7 @@ def report(m: Measurement) -> None:
     names = {
         "a": "(a) mlx_lm.generate loop",
         "b": "(b) mlx_lm.batch_generate",
-        "c": "(c) compbias score_items+answer_seed",
+        "c": "(c) compbias scores+answers jobs",
     }
 
     def line(name, n, st, r):
@@ -659,7 +663,7 @@ def report(m: Measurement) -> None:
     line(names["c"], n_ans_c, c_st, rate["c"])
     print(f"{'    of which score_items':<36}{'':>8}{c_st.score_seconds:>9.2f}")
     print(
-        f"{f'    of which answer_seed x {len(seeds)}':<36}{'':>8}{c_st.answer_seconds:>9.2f}"
+        f"{f'    of which answers, {len(seeds)} seeds':<36}{'':>8}{c_st.answer_seconds:>9.2f}"
         f"   methods {m.methods}; Decoder {c_st.decode_seconds:.2f} s"
     )
     if native:

@@ -121,6 +121,10 @@ class Study:
     delete_checkpoints: bool
     cluster: Mapping[str, int] = field(default_factory=dict)
 
+    def variant_seeds(self, variant: str) -> list[int]:
+        """Seeds answered for ``variant``: the study seeds, plus the placebo seeds at the baseline."""
+        return list(self.seeds) + (list(self.placebo_seeds) if variant == self.baseline else [])
+
 
 _SECTIONS = {
     "decoding": Decoding,

@@ -81,33 +81,109 @@ def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
     return "biased" if choice == biased else "anti"
 
 
-def answer_seed(
-    items: pl.DataFrame, scores: pl.DataFrame, seed: int, decoder: Decoder, parser: str, runtime: dict[str, Any]
-) -> pl.DataFrame:
-    """Answers of one seed for the items of one shard, sampled from their scores with the
-    decoder's ``rng``.
+#: Columns a scores shard gains when its job also answered seeds (:func:`precompute_answers`).
+PRECOMPUTED = ("answer_seeds", "answer_letters", "answer_texts")
 
-    Items whose first token, drawn from the stored head, is a bare letter (``top_letters``)
-    need no model; the decoder continues the others (and draws the first token itself where
-    the head cannot decide it).
+
+def seed_outcomes(
+    table: Sequence[dict], seeds: Sequence[int], decoder: Decoder, n_vocab: int | None, dtype: str
+) -> dict[int, tuple[list[str | None], dict[int, str]]]:
+    """Per seed: the letter of each row (None where the answer was continued) and the decoded
+    text of each continued row (row index -> text).
+
+    First tokens are drawn from the stored heads (``table``: items joined with their scores);
+    the rows whose first token is not a bare letter, for every seed, are continued by one
+    decoder call, so an item continued for several seeds runs its prompt once.
     """
+    heads = Heads([r["item_id"] for r in table], [r["top_ids"] for r in table], [r["top_probs"] for r in table])
+    letters: dict[int, list[str | None]] = {}
+    pairs: list[tuple[int, int]] = []
+    firsts: list[int | None] = []
+    for seed in seeds:
+        draws = [None if k < 0 else int(k) for k in heads.draw(decoder.rng, seed, n_vocab, dtype=dtype)]
+        letters[seed] = [None if k is None else r["top_letters"][k] for r, k in zip(table, draws)]
+        for i, letter in enumerate(letters[seed]):
+            if letter is None:
+                pairs.append((seed, i))
+                firsts.append(None if draws[i] is None else table[i]["top_ids"][draws[i]])
+    texts: dict[int, dict[int, str]] = {seed: {} for seed in seeds}
+    if pairs:
+        decoded = decoder.decode_pairs([table[i] for _, i in pairs], [s for s, _ in pairs], firsts)
+        for (seed, i), (text, letter) in zip(pairs, decoded):
+            if letter is None:
+                texts[seed][i] = text
+            letters[seed][i] = letter
+    return {seed: (letters[seed], texts[seed]) for seed in seeds}
+
+
+def _joined(items: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
     joined = items.join(scores, on="item_id", how="left", validate="1:1")
     missing = joined.filter(pl.col("p_A").is_null())["item_id"].to_list()
     if missing:
         raise ValueError(f"scores lack {len(missing)} items of the shard, e.g. {missing[:3]}")
-    table = joined.to_dicts()
+    return joined
+
+
+def precompute_answers(
+    items: pl.DataFrame, scores: pl.DataFrame, seeds: Sequence[int], decoder: Decoder, runtime: dict[str, Any]
+) -> pl.DataFrame:
+    """``scores`` with every seed's answer text or letter per item, for the answers jobs of
+    ``seeds`` (which then need no model): columns ``answer_seeds`` (the seeds, on every row),
+    ``answer_letters`` and ``answer_texts`` (per seed: the first-token letter, or the continued
+    text), and the ``compute_dtype`` / ``dequantized`` of the run. Rows keep their order."""
+    joined = _joined(items, scores)
     n_vocab = joined["n_vocab"][0] if "n_vocab" in joined.columns else None
-    heads = Heads(joined["item_id"].to_list(), joined["top_ids"].to_list(), joined["top_probs"].to_list())
-    draws = [None if k < 0 else int(k) for k in heads.draw(decoder.rng, seed, n_vocab, dtype=_logits_dtype(runtime))]
-    letters = [None if k is None else r["top_letters"][k] for r, k in zip(table, draws)]
-    todo = [i for i, letter in enumerate(letters) if letter is None]
-    texts: dict[int, str] = {}
-    if todo:
-        firsts = [None if draws[i] is None else table[i]["top_ids"][draws[i]] for i in todo]
-        for i, (text, letter) in zip(todo, decoder.decode([table[i] for i in todo], seed, firsts)):
-            if letter is None:
-                texts[i] = text
-            letters[i] = letter
+    out = seed_outcomes(joined.to_dicts(), list(seeds), decoder, n_vocab, _logits_dtype(runtime))
+    n = joined.height
+    letters = [[out[s][0][i] for s in seeds] for i in range(n)]
+    texts = [[out[s][1].get(i) for s in seeds] for i in range(n)]
+    order = joined.select("item_id").with_row_index("_row")
+    aligned = scores.join(order, on="item_id", how="left").sort("_row")
+    return aligned.drop("_row").with_columns(
+        answer_seeds=pl.Series([list(seeds)] * n, dtype=pl.List(pl.Int64)),
+        answer_letters=pl.Series(letters, dtype=pl.List(pl.String)),
+        answer_texts=pl.Series(texts, dtype=pl.List(pl.String)),
+        compute_dtype=pl.lit(runtime["compute_dtype"]),
+        dequantized=pl.lit(runtime["dequantize"]),
+    )
+
+
+def precomputed_seeds(scores: pl.DataFrame) -> list[int]:
+    """The seeds whose answers the scores shard holds (empty for a shard written without them)."""
+    if "answer_seeds" not in scores.columns or scores.height == 0:
+        return []
+    return [int(s) for s in scores["answer_seeds"][0]]
+
+
+def answer_seed(
+    items: pl.DataFrame,
+    scores: pl.DataFrame,
+    seed: int,
+    decoder: Decoder | None,
+    parser: str,
+    runtime: dict[str, Any] | None = None,
+) -> pl.DataFrame:
+    """Answers of one seed for the items of one shard, sampled from their scores with the
+    decoder's ``rng``.
+
+    When the scores job already answered ``seed`` (:func:`precompute_answers`) its letters and
+    texts are used and neither ``decoder`` nor ``runtime`` is needed (``runtime`` is then the
+    scores'). Otherwise items whose first token, drawn from the stored head, is a bare letter
+    (``top_letters``) need no model, and the decoder continues the others (drawing the first
+    token itself where the head cannot decide it); the answers are the same either way.
+    """
+    joined = _joined(items, scores)
+    table = joined.to_dicts()
+    if seed in precomputed_seeds(scores):
+        k = precomputed_seeds(scores).index(seed)
+        letters = [r["answer_letters"][k] for r in table]
+        texts = {i: r["answer_texts"][k] for i, r in enumerate(table) if r["answer_texts"][k] is not None}
+        runtime = runtime or {"compute_dtype": table[0]["compute_dtype"], "dequantize": table[0]["dequantized"]}
+    else:
+        if decoder is None or runtime is None:
+            raise ValueError(f"seed {seed}: not answered by the scores job; a decoder and runtime are needed")
+        n_vocab = joined["n_vocab"][0] if "n_vocab" in joined.columns else None
+        letters, texts = seed_outcomes(table, [seed], decoder, n_vocab, _logits_dtype(runtime))[seed]
     rows = []
     for i, row in enumerate(table):
         perm: Sequence[int] = row["perm"]
@@ -181,9 +257,13 @@ def scores_job(
     prompt_cfg: Prompt | Mapping[str, Any],
     runtime_cfg: Runtime | Mapping[str, Any],
     threads: int = 1,
+    seeds: Sequence[int] = (),
 ) -> pl.DataFrame:
     """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``.
-    Config sections are :mod:`compbias.settings` dataclasses (or their mappings)."""
+    Config sections are :mod:`compbias.settings` dataclasses (or their mappings).
+
+    With ``seeds`` the job also answers them (:func:`precompute_answers`), continuing from the
+    model it has loaded, so their answers jobs load no model."""
     from compbias.inference.runtime import load_model
 
     decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
@@ -191,15 +271,23 @@ def scores_job(
     model, tokenizer, _ = load_model(checkpoint, runtime)
     seed = int(group.split("=")[1]) if group.startswith("seed=") else 0
     shard_items = items.filter(pl.col("shard") == shard)
-    return score_items(
-        model,
-        tokenizer,
-        shard_items,
-        _spec(prompt_cfg, decoding),
-        seed,
-        float(decoding.temperature),
-        *_limits(runtime, runtime_cfg),
-    )
+    spec, limits = _spec(prompt_cfg, decoding), _limits(runtime, runtime_cfg)
+    scores = score_items(model, tokenizer, shard_items, spec, seed, float(decoding.temperature), *limits)
+    run = runtime.as_dict()
+    scores = scores.with_columns(compute_dtype=pl.lit(run["compute_dtype"]), dequantized=pl.lit(run["dequantize"]))
+    if not seeds or shard_items.height == 0:
+        return scores
+    decoder = _decoder(lambda: (model, tokenizer), spec, decoding, limits)
+    return precompute_answers(shard_items, scores, seeds, decoder, run)
+
+
+def _decoder(load, spec: PromptSpec, decoding: Decoding, limits: tuple[int, int]) -> Decoder:
+    return Decoder(load, spec, float(decoding.temperature), int(decoding.max_tokens), *limits, rng=decoding.rng)
+
+
+def group_seeds(group: str, seeds: Sequence[int]) -> list[int]:
+    """The ``seeds`` (those answered for a variant) that the scores group ``group`` serves."""
+    return list(seeds) if group == "fixed" else [s for s in seeds if f"seed={s}" == group]
 
 
 def answers_job(
@@ -213,18 +301,15 @@ def answers_job(
     runtime_cfg: Runtime | Mapping[str, Any],
     threads: int = 1,
 ) -> pl.DataFrame:
-    """The answer shard of one (checkpoint, seed, shard), sampled from its scores shard."""
+    """The answer shard of one (checkpoint, seed, shard), sampled from its scores shard; a seed
+    the scores job already answered needs neither MLX nor the model."""
     from compbias.inference.runtime import load_model
 
     decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
-    runtime = _setup(runtime_cfg, threads)
-    decoder = Decoder(
-        lambda: load_model(checkpoint, runtime)[:2],
-        _spec(prompt_cfg, decoding),
-        float(decoding.temperature),
-        int(decoding.max_tokens),
-        *_limits(runtime, runtime_cfg),
-        rng=decoding.rng,
-    )
     shard_items = items.filter(pl.col("shard") == shard)
+    if seed in precomputed_seeds(scores):
+        return answer_seed(shard_items, scores, seed, None, decoding.parser)
+    runtime = _setup(runtime_cfg, threads)
+    limits = _limits(runtime, runtime_cfg)
+    decoder = _decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding), decoding, limits)
     return answer_seed(shard_items, scores, seed, decoder, decoding.parser, runtime.as_dict())

@@ -68,10 +68,10 @@ def item_keys(item_ids: Sequence[str]) -> np.ndarray:
     return np.array([_item_key(i) for i in item_ids], dtype=np.uint64)
 
 
-def row_keys(keys: np.ndarray, seed: int, step: int = 0) -> np.ndarray:
-    """Per-row keys of (seed, item, step) from :func:`item_keys`."""
+def row_keys(keys: np.ndarray, seed: int | np.ndarray, step: int = 0) -> np.ndarray:
+    """Per-row keys of (seed, item, step) from :func:`item_keys`; ``seed`` one for all rows or one per row."""
     with np.errstate(over="ignore"):
-        salt = _mix(np.uint64(seed) * _GOLDEN + np.uint64(step) + np.uint64(1))
+        salt = _mix(np.asarray(seed).astype(np.uint64) * _GOLDEN + np.uint64(step) + np.uint64(1))
         return _mix(np.asarray(keys, dtype=np.uint64) ^ salt)
 
 

@@ -242,17 +242,26 @@ def reference_rows(logits, temperature: float, seed: int, step: int) -> np.ndarr
     )
 
 
-def next_tokens(rng: str, logits, temperature: float, seed: int, item_ids: Sequence[str], step: int) -> np.ndarray:
-    """Tokens drawn at ``step`` for rows of MLX ``logits`` (one per item of ``item_ids``)."""
+def next_tokens(
+    rng: str, logits, temperature: float, seeds: int | Sequence[int], item_ids: Sequence[str], step: int
+) -> np.ndarray:
+    """Tokens drawn at ``step`` for rows of MLX ``logits`` (one per item of ``item_ids``), each
+    with its seed (``seeds``: one per row, or one for all)."""
     import mlx.core as mx
 
     check_rng(rng)
-    if rng == "reference":
-        return reference_rows(logits, temperature, seed, step)
+    seeds = np.broadcast_to(np.asarray(seeds, dtype=np.int64), (len(item_ids),))
+    if rng == "reference":  # one sampler key per (seed, step): rows grouped by seed
+        out = np.empty(len(item_ids), dtype=np.int64)
+        for s in np.unique(seeds):
+            idx = np.flatnonzero(seeds == s)
+            rows = logits if len(idx) == len(item_ids) else logits[mx.array(idx)]
+            out[idx] = reference_rows(rows, temperature, int(s), step)
+        return out
     rows = np.array(logits.astype(mx.float32))
     if rng == "gumbel":
-        return gumbel_rows(rows, temperature, row_keys(item_keys(item_ids), seed, step))
-    return sample_rows(rows, temperature, np.array([uniform(seed, i, step) for i in item_ids]))
+        return gumbel_rows(rows, temperature, row_keys(item_keys(item_ids), seeds, step))
+    return sample_rows(rows, temperature, np.array([uniform(int(s), i, step) for s, i in zip(seeds, item_ids)]))
 
 
 def parse_letter(text: str, parser: str = "strict") -> str | None:

@@ -113,7 +113,7 @@ class _Group:
             )
         self.rng = rng
         self.n_vocab = int(scores["n_vocab"].max()) if "n_vocab" in scores.columns else None
-        # the logits' dtype, for rng reference (scores do not record it yet: float32, the CPU runtime's)
+        # the logits' dtype, for rng reference (scores written before compbias recorded it: float32)
         dtype = str(scores["compute_dtype"][0]) if "compute_dtype" in scores.columns else "float32"
         self.dtype = "bfloat16" if dtype == "native" else dtype
 

@@ -1,0 +1,82 @@
+"""One prompt pass per item for every seed: the scores job answers its seeds, and the answers
+are the same as the answers job's own decoding would give."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, study_items
+
+from compbias.inference.answering import (
+    answer_seed,
+    group_seeds,
+    precompute_answers,
+    precomputed_seeds,
+    score_items,
+)
+from compbias.inference.decoder import Decoder
+from compbias.inference.prompts import PromptSpec
+from compbias.inference.runtime import load_model, resolve_runtime
+from compbias.io import write_parquet
+
+SEEDS = [42, 123, 7]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model, shared_bbq):
+    rt = resolve_runtime()
+    model, tok, _ = load_model(tiny_model, rt)
+    return model, tok, rt, study_items(shared_bbq)
+
+
+def _decoder(model, tok, spec, max_batch=16):
+    return Decoder(lambda: (model, tok), spec, 0.3, 5, 1024, max_batch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["fixed", "shuffled"])
+def test_precomputed_answers_equal_the_answers_jobs_own_decoding(loaded, order):
+    model, tok, rt, items = loaded
+    spec = PromptSpec(option_order=order)
+    for group_seed in SEEDS if order == "shuffled" else [0]:
+        seeds = SEEDS if order == "fixed" else [group_seed]
+        scores = score_items(model, tok, items, spec, group_seed, 0.3)
+        # a small decode batch: each prompt's cache rows are repeated and split over chunks
+        pre = precompute_answers(items, scores, seeds, _decoder(model, tok, spec, max_batch=4), rt.as_dict())
+        assert precomputed_seeds(pre) == seeds and pre["item_id"].to_list() == scores["item_id"].to_list()
+        for seed in seeds:
+            fast = answer_seed(items, pre, seed, None, "strict")
+            own = answer_seed(items, scores, seed, _decoder(model, tok, spec), "strict", rt.as_dict())
+            assert fast.equals(own)  # every column, texts and probabilities included
+            if order == "fixed":
+                assert set(own["method"]) == {"first_token", "continued"}  # both paths exercised
+
+
+def test_group_seeds():
+    assert group_seeds("fixed", [1, 2, 3]) == [1, 2, 3]
+    assert group_seeds("seed=2", [1, 2, 3]) == [2]
+    assert group_seeds("seed=9", [1, 2, 3]) == []
+
+
+@pytest.mark.slow
+def test_an_answers_job_for_a_precomputed_seed_imports_no_mlx(loaded, tmp_path):
+    model, tok, rt, items = loaded
+    spec = PromptSpec()
+    scores = score_items(model, tok, items, spec, 0, 0.3)
+    pre = precompute_answers(items, scores, [42], _decoder(model, tok, spec), rt.as_dict())
+    write_parquet(items, tmp_path / "items.parquet")
+    write_parquet(pre, tmp_path / "scores.parquet")
+    expected = answer_seed(items, scores, 42, _decoder(model, tok, spec), "strict", rt.as_dict())
+    write_parquet(expected, tmp_path / "expected.parquet")
+    code = f"""
+import sys
+import polars as pl
+from compbias.inference.answering import answers_job
+items = pl.read_parquet({str(tmp_path / "items.parquet")!r})
+scores = pl.read_parquet({str(tmp_path / "scores.parquet")!r})
+out = answers_job(items, scores, "/nonexistent/checkpoint", 0, 42, {{}}, {{}}, {{}})
+assert out.equals(pl.read_parquet({str(tmp_path / "expected.parquet")!r})), "answers differ"
+assert not [m for m in sys.modules if m == "mlx" or m.startswith("mlx.")], "MLX was imported"
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
