@@ -187,7 +187,11 @@ class Heads:
 
 
 def gumbel_rows(
-    logits: np.ndarray, temperature: float, rows: np.ndarray, heads: tuple[int, ...] = (64, 2048, 16384)
+    logits: np.ndarray,
+    temperature: float,
+    rows: np.ndarray,
+    heads: tuple[int, ...] = (64, 2048, 16384),
+    block: int = 16,
 ) -> np.ndarray:
     """Gumbel-max draws for a batch of logit rows: per row the arg-max of ``log p + G(row key,
     token)`` over the most probable tokens covering :data:`HEAD_MASS` of the mass (ties by id).
@@ -195,9 +199,22 @@ def gumbel_rows(
     ``rows`` are :func:`compbias.inference.noise.row_keys`. Rows are searched in growing heads, so only
     flat distributions touch more than the first ``heads[0]`` tokens.
     """
-    logits = np.asarray(logits, dtype=np.float64)
+    logits = np.asarray(logits)
     if temperature <= 0:
         return logits.argmax(axis=1)
+    if len(logits) <= block or (os.cpu_count() or 1) == 1:
+        return _gumbel_block(logits, temperature, rows, heads)
+    # blocks of rows on the thread pool (numpy releases the GIL); rows are independent, so the
+    # draws do not depend on the blocking
+    parts = _pool().map(
+        lambda a: _gumbel_block(logits[a : a + block], temperature, rows[a : a + block], heads),
+        range(0, len(logits), block),
+    )
+    return np.concatenate(list(parts))
+
+
+def _gumbel_block(logits: np.ndarray, temperature: float, rows: np.ndarray, heads: tuple[int, ...]) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
     z = logits / temperature
     z -= z.max(axis=1, keepdims=True)
     p = np.exp(z)
