@@ -16,6 +16,8 @@ from compbias.data import bbq
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_BBQ = ROOT.parent / "shared" / "bbq" / "data"
+#: The command line of a real `snakemake` on this workflow (arguments follow).
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile")]
 
 
 @pytest.fixture(scope="session")
@@ -52,11 +54,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """Real `snakemake` on the study in ``workdir`` (its config.yaml), offline."""
     return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(ROOT / "workflow" / "Snakefile"),
+            *SNAKEMAKE,
             "--directory",
             str(workdir),
             "--configfile",

@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import ROOT, snakemake
+from conftest import SNAKEMAKE, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -238,11 +238,7 @@ def wait_for(condition, timeout=240.0, what=""):
 def start(work: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(ROOT / "workflow" / "Snakefile"),
+            *SNAKEMAKE,
             "--directory",
             str(work),
             "--configfile",

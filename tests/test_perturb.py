@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 import polars as pl
 import pytest
-from conftest import ROOT, SHARED_BBQ
+from conftest import ROOT, SHARED_BBQ, SNAKEMAKE
 
 from compbias.compress.checkpoints import MANIFEST, build_checkpoint, build_spec, variant_bits, variant_kind
 from compbias.compress.perturb import PerturbSpec, noise_key, perturb_model, validate_spec
@@ -234,7 +234,6 @@ def test_bits_regressions_leave_the_control_out():
 @pytest.mark.skipif(not SHARED_BBQ.is_dir(), reason="no BBQ copy")  # the config validation reads dataset.path
 def test_workflow_plans_the_control(tmp_path, tiny_model):
     import subprocess
-    import sys
 
     import yaml
 
@@ -251,11 +250,7 @@ def test_workflow_plans_the_control(tmp_path, tiny_model):
     bf16, noise = (f"results/checkpoints/tiny/{v}/{checkpoint_key(cfg, 'tiny', v)}" for v in ("bf16", "q4-noise"))
     run = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(ROOT / "workflow" / "Snakefile"),
+            *SNAKEMAKE,
             "--directory",
             str(tmp_path),
             "--configfile",

@@ -94,13 +94,16 @@ def sample_rows(
     ``block`` rows run on a thread pool (numpy releases the GIL); rows are independent, so
     the result does not depend on the blocking.
     """
-    logits = np.asarray(logits)
-    us = np.asarray(us)
+    return _by_blocks(_sample_block, np.asarray(logits), temperature, np.asarray(us), heads, block)
+
+
+def _by_blocks(fn, logits: np.ndarray, temperature: float, keys: np.ndarray, heads, block: int) -> np.ndarray:
+    """``fn(logits, temperature, keys, heads)`` over blocks of ``block`` rows on the thread pool
+    (numpy releases the GIL). Rows are independent, so the result does not depend on the blocking."""
     if len(logits) <= block or (os.cpu_count() or 1) == 1:
-        return _sample_block(logits, temperature, us, heads)
+        return fn(logits, temperature, keys, heads)
     parts = _pool().map(
-        lambda a: _sample_block(logits[a : a + block], temperature, us[a : a + block], heads),
-        range(0, len(logits), block),
+        lambda a: fn(logits[a : a + block], temperature, keys[a : a + block], heads), range(0, len(logits), block)
     )
     return np.concatenate(list(parts))
 
@@ -202,15 +205,7 @@ def gumbel_rows(
     logits = np.asarray(logits)
     if temperature <= 0:
         return logits.argmax(axis=1)
-    if len(logits) <= block or (os.cpu_count() or 1) == 1:
-        return _gumbel_block(logits, temperature, rows, heads)
-    # blocks of rows on the thread pool (numpy releases the GIL); rows are independent, so the
-    # draws do not depend on the blocking
-    parts = _pool().map(
-        lambda a: _gumbel_block(logits[a : a + block], temperature, rows[a : a + block], heads),
-        range(0, len(logits), block),
-    )
-    return np.concatenate(list(parts))
+    return _by_blocks(_gumbel_block, logits, temperature, rows, heads, block)
 
 
 def _gumbel_block(logits: np.ndarray, temperature: float, rows: np.ndarray, heads: tuple[int, ...]) -> np.ndarray:
