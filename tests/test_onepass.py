@@ -9,12 +9,12 @@ from conftest import ROOT, study_items
 
 from compbias.inference.answering import (
     answer_seed,
-    group_seeds,
     precompute_answers,
     precomputed_seeds,
     score_items,
 )
 from compbias.inference.decoder import Decoder
+from compbias.inference.jobs import group_seeds
 from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import load_model, resolve_runtime
 from compbias.io import write_parquet
@@ -71,7 +71,7 @@ def test_an_answers_job_for_a_precomputed_seed_imports_no_mlx(loaded, tmp_path):
     code = f"""
 import sys
 import polars as pl
-from compbias.inference.answering import answers_job
+from compbias.inference.jobs import answers_job
 items = pl.read_parquet({str(tmp_path / "items.parquet")!r})
 scores = pl.read_parquet({str(tmp_path / "scores.parquet")!r})
 out = answers_job(items, scores, "/nonexistent/checkpoint", 0, 42, {{}}, {{}}, {{}})

@@ -9,7 +9,7 @@ from conftest import ROOT
 from compbias import settings
 from compbias.config import load_schema, validate
 from compbias.inference import prompts
-from compbias.inference.answering import _spec
+from compbias.inference.jobs import _spec
 
 
 def _config(**overrides):

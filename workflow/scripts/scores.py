@@ -1,4 +1,4 @@
-from compbias.inference.answering import group_seeds, scores_job
+from compbias.inference.jobs import group_seeds, scores_job
 from compbias.io import read_parquet, write_parquet
 from compbias.logs import log_to
 from compbias.settings import study

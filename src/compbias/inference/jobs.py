@@ -1,0 +1,110 @@
+"""The model jobs of the workflow, from typed config sections to tables: a scores shard (which
+also answers the seeds its group serves) and an answers shard."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+
+from compbias.inference import prompts
+from compbias.inference.answering import answer_seed, precompute_answers, precomputed_seeds, score_items
+from compbias.inference.decoder import Decoder
+from compbias.inference.prompts import PromptSpec
+from compbias.settings import Decoding, Prompt, Runtime, coerce_section
+
+
+def _setup(runtime_cfg: Runtime, threads: int):
+    from compbias.inference.runtime import resolve_runtime, set_threads
+
+    set_threads(threads)
+    return resolve_runtime(runtime_cfg.compute_dtype, runtime_cfg.dequantize)
+
+
+def _limits(runtime, runtime_cfg: Runtime) -> tuple[int, int]:
+    from compbias.inference.runtime import batch_limits
+
+    return batch_limits(runtime, runtime_cfg.batch_tokens, runtime_cfg.max_batch)
+
+
+def _spec(prompt_cfg: Prompt, decoding: Decoding) -> PromptSpec:
+    # None: the reference study's messages; "" is a deliberate empty system message
+    system = prompts.DEFAULT_SYSTEM if prompt_cfg.system is None else prompt_cfg.system
+    user = prompts.DEFAULT_USER if prompt_cfg.user is None else prompt_cfg.user
+    return PromptSpec(system, user, decoding.option_order)
+
+
+def _sections(decoding, prompt_cfg, runtime_cfg) -> tuple[Decoding, Prompt, Runtime]:
+    return (
+        coerce_section(Decoding, "decoding", decoding),
+        coerce_section(Prompt, "prompt", prompt_cfg),
+        coerce_section(Runtime, "runtime", runtime_cfg),
+    )
+
+
+def scores_job(
+    items: pl.DataFrame,
+    checkpoint: str,
+    shard: int,
+    group: str,
+    decoding: Decoding | Mapping[str, Any],
+    prompt_cfg: Prompt | Mapping[str, Any],
+    runtime_cfg: Runtime | Mapping[str, Any],
+    threads: int = 1,
+    seeds: Sequence[int] = (),
+) -> pl.DataFrame:
+    """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``.
+    Config sections are :mod:`compbias.settings` dataclasses (or their mappings).
+
+    With ``seeds`` the job also answers them (:func:`precompute_answers`), continuing from the
+    model it has loaded, so their answers jobs load no model."""
+    from compbias.inference.runtime import load_model
+
+    decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
+    runtime = _setup(runtime_cfg, threads)
+    model, tokenizer, _ = load_model(checkpoint, runtime)
+    seed = int(group.split("=")[1]) if group.startswith("seed=") else 0
+    shard_items = items.filter(pl.col("shard") == shard)
+    spec, limits = _spec(prompt_cfg, decoding), _limits(runtime, runtime_cfg)
+    scores = score_items(model, tokenizer, shard_items, spec, seed, float(decoding.temperature), *limits)
+    run = runtime.as_dict()
+    scores = scores.with_columns(compute_dtype=pl.lit(run["compute_dtype"]), dequantized=pl.lit(run["dequantize"]))
+    if not seeds or shard_items.height == 0:
+        return scores
+    decoder = _decoder(lambda: (model, tokenizer), spec, decoding, limits)
+    return precompute_answers(shard_items, scores, seeds, decoder, run)
+
+
+def _decoder(load, spec: PromptSpec, decoding: Decoding, limits: tuple[int, int]) -> Decoder:
+    return Decoder(load, spec, float(decoding.temperature), int(decoding.max_tokens), *limits, rng=decoding.rng)
+
+
+def group_seeds(group: str, seeds: Sequence[int]) -> list[int]:
+    """The ``seeds`` (those answered for a variant) that the scores group ``group`` serves."""
+    return list(seeds) if group == "fixed" else [s for s in seeds if f"seed={s}" == group]
+
+
+def answers_job(
+    items: pl.DataFrame,
+    scores: pl.DataFrame,
+    checkpoint: str,
+    shard: int,
+    seed: int,
+    decoding: Decoding | Mapping[str, Any],
+    prompt_cfg: Prompt | Mapping[str, Any],
+    runtime_cfg: Runtime | Mapping[str, Any],
+    threads: int = 1,
+) -> pl.DataFrame:
+    """The answer shard of one (checkpoint, seed, shard), sampled from its scores shard; a seed
+    the scores job already answered needs neither MLX nor the model."""
+    from compbias.inference.runtime import load_model
+
+    decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
+    shard_items = items.filter(pl.col("shard") == shard)
+    if seed in precomputed_seeds(scores):
+        return answer_seed(shard_items, scores, seed, None, decoding.parser)
+    runtime = _setup(runtime_cfg, threads)
+    limits = _limits(runtime, runtime_cfg)
+    decoder = _decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding), decoding, limits)
+    return answer_seed(shard_items, scores, seed, decoder, decoding.parser, runtime.as_dict())
