@@ -226,6 +226,18 @@ def marker(work: Path, path: str) -> Path:
     return work / ".snakemake" / "incomplete" / urlsafe_b64encode(path.encode()).decode()
 
 
+def job_log(work: Path, shard: str) -> Path:
+    return work / shard.replace("results/", "logs/", 1).replace(".parquet", ".log")
+
+
+def job_started(work: Path, shard: str) -> bool:
+    """The answers job of ``shard`` runs: Snakemake marked its output incomplete and the job
+    process itself has begun (it writes its log, which the test deleted). Snakemake marks the
+    output before it spawns the job, so a signal sent on the marker alone can stop Snakemake
+    before the job exists."""
+    return marker(work, shard).exists() and job_log(work, shard).exists()
+
+
 def wait_for(condition, timeout=240.0, what=""):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -281,8 +293,9 @@ def test_kill_during_a_scores_job_then_the_same_command_resumes(work, study):
 def test_kill_of_only_snakemake_during_an_answers_job_keeps_the_finished_shard(work, study):
     shard = "results/answers/tiny/q4/seed=42/shard=1.parquet"
     (work / shard).unlink()
+    job_log(work, shard).unlink()
     proc = start(work)
-    wait_for(lambda: marker(work, shard).exists(), what="the answers job")
+    wait_for(lambda: job_started(work, shard), what="the answers job")
     os.kill(proc.pid, signal.SIGKILL)  # the main process only: the job finishes on its own
     proc.wait()
     wait_for(lambda: (work / shard).exists(), what="the orphaned job's output")
@@ -296,8 +309,9 @@ def test_kill_of_only_snakemake_during_an_answers_job_keeps_the_finished_shard(w
 def test_kill_right_after_a_rename_and_a_live_lock_is_respected(work, study):
     shard = "results/answers/tiny/bf16/seed=123/shard=0.parquet"
     (work / shard).unlink()
+    job_log(work, shard).unlink()
     proc = start(work)
-    wait_for(lambda: marker(work, shard).exists(), what="the answers job")
+    wait_for(lambda: job_started(work, shard), what="the answers job")
     os.kill(proc.pid, signal.SIGSTOP)  # snakemake frozen: the job renames its output
     try:
         wait_for(lambda: (work / shard).exists(), what="the job's rename")
