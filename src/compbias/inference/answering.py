@@ -81,10 +81,6 @@ def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
     return "biased" if choice == biased else "anti"
 
 
-#: Columns a scores shard gains when its job also answered seeds (:func:`precompute_answers`).
-PRECOMPUTED = ("answer_seeds", "answer_letters", "answer_texts")
-
-
 def seed_outcomes(
     table: Sequence[dict], seeds: Sequence[int], decoder: Decoder, n_vocab: int | None, dtype: str
 ) -> dict[int, tuple[list[str | None], dict[int, str]]]:
@@ -130,7 +126,8 @@ def precompute_answers(
     """``scores`` with every seed's answer text or letter per item, for the answers jobs of
     ``seeds`` (which then need no model): columns ``answer_seeds`` (the seeds, on every row),
     ``answer_letters`` and ``answer_texts`` (per seed: the first-token letter, or the continued
-    text), and the ``compute_dtype`` / ``dequantized`` of the run. Rows keep their order."""
+    text), and the ``compute_dtype`` / ``dequantized`` of the run. Rows follow ``items`` (the
+    order :func:`score_items` writes)."""
     joined = _joined(items, scores)
     n_vocab = joined["n_vocab"][0] if "n_vocab" in joined.columns else None
     out = seed_outcomes(joined.to_dicts(), list(seeds), decoder, n_vocab, _logits_dtype(runtime))
