@@ -9,6 +9,7 @@ config mapping.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ def schema_defaults(name: str) -> dict[str, Any]:
 def section(cls: type[T], name: str, mapping: Mapping[str, Any] | None) -> T:
     """Build dataclass ``cls`` from ``mapping`` (the config node ``name``) with the schema's
     defaults for the keys it lacks; keys that are not fields of ``cls`` are ignored."""
-    values = {**schema_defaults(name), **(mapping or {})}
+    values = {**copy.deepcopy(schema_defaults(name)), **(mapping or {})}  # cached defaults stay unshared
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
     return cls(**kwargs)
