@@ -44,8 +44,8 @@ clean:
 # model is the tiny random one.
 .PHONY: lint
 lint: $(VENV)/.installed-test | .test/resources/tiny-llama
-	$(VENV)/bin/ruff check src tests workflow benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests workflow benchmarks scripts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/snakefmt --check workflow
 	$(PY) scripts/lint_workflow.py
 

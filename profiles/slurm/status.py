@@ -20,12 +20,35 @@ from __future__ import annotations
 import subprocess
 import sys
 
-RUNNING = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
-           "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
-           "RESV_DEL_HOLD", "POWER_UP_NODE"}
+RUNNING = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+    "STOPPED",
+    "RESV_DEL_HOLD",
+    "POWER_UP_NODE",
+}
 SUCCESS = {"COMPLETED"}
-FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-          "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
+FAILED = {
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "SPECIAL_EXIT",
+    "REVOKED",
+}
 
 
 class NoAnswer(Exception):
@@ -74,8 +97,12 @@ def sacct(jobid: str, *extra: str) -> str:
 def status(jobid: str) -> str:
     jobid = jobid.strip().split(".")[0]  # a step id "123.batch" -> its job
     notes, controller_answered = [], False
-    for name, ask in (("squeue", squeue), ("scontrol", scontrol), ("sacct", sacct),
-                      ("sacct --completion", lambda j: sacct(j, "--completion"))):
+    for name, ask in (
+        ("squeue", squeue),
+        ("scontrol", scontrol),
+        ("sacct", sacct),
+        ("sacct --completion", lambda j: sacct(j, "--completion")),
+    ):
         if name.startswith("sacct") and not controller_answered:
             break  # SLURM is unreachable: do not wait for sacct's timeouts too
         try:
@@ -95,8 +122,7 @@ def status(jobid: str) -> str:
         # neither squeue nor scontrol answered: SLURM is unreachable; ask again next time
         print(f"status.py: job {jobid}: no answer from SLURM ({'; '.join(notes[:2])})", file=sys.stderr)
         return "running"
-    print(f"status.py: job {jobid}: unknown to SLURM ({'; '.join(notes)}); reporting failed",
-          file=sys.stderr)
+    print(f"status.py: job {jobid}: unknown to SLURM ({'; '.join(notes)}); reporting failed", file=sys.stderr)
     return "failed"
 
 
