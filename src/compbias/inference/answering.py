@@ -171,8 +171,9 @@ def answer_seed(
     """
     joined = _joined(items, scores)
     table = joined.to_dicts()
-    if seed in precomputed_seeds(scores):
-        k = precomputed_seeds(scores).index(seed)
+    answered = precomputed_seeds(scores)
+    if seed in answered:
+        k = answered.index(seed)
         letters = [r["answer_letters"][k] for r in table]
         texts = {i: r["answer_texts"][k] for i, r in enumerate(table) if r["answer_texts"][k] is not None}
         runtime = runtime or {"compute_dtype": table[0]["compute_dtype"], "dequantize": table[0]["dequantized"]}
