@@ -120,7 +120,7 @@ class Study:
     perplexity: Perplexity
     analysis: Analysis
     delete_checkpoints: bool
-    cluster: Mapping[str, int] = field(default_factory=dict)
+    cluster: Mapping[str, Any] = field(default_factory=dict)
 
     def variant_seeds(self, variant: str) -> list[int]:
         """Seeds answered for ``variant``: the study seeds, plus the placebo seeds at the baseline."""
@@ -170,7 +170,7 @@ def study(config: Mapping[str, Any]) -> Study:
         placebo_seeds=tuple(int(s) for s in config["placebo_seeds"]),
         shards=int(config["shards"]),
         delete_checkpoints=bool(config["delete_checkpoints"]),
-        cluster=dict(config["cluster"]),
+        cluster={**schema_defaults("cluster"), **config["cluster"]},
         **sections,
     )
 

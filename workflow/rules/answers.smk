@@ -14,6 +14,7 @@ rule scores:
         mem_mb=config["cluster"]["model_mem_mb"],
         runtime=config["cluster"]["model_runtime"],
         gpu=config["cluster"]["gpu"],
+        gpu_mem_mb=gpu_mem("scores"),
     params:
         decoding=config["decoding"],
         prompt=config["prompt"],
@@ -39,6 +40,7 @@ rule answers:
         mem_mb=config["cluster"]["model_mem_mb"],
         runtime=config["cluster"]["model_runtime"],
         gpu=config["cluster"]["gpu"],
+        gpu_mem_mb=gpu_mem("answers"),
     params:
         decoding=config["decoding"],
         prompt=config["prompt"],

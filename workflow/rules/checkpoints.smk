@@ -30,6 +30,7 @@ rule checkpoint:
         mem_mb=config["cluster"]["checkpoint_mem_mb"],
         runtime=config["cluster"]["checkpoint_runtime"],
         gpu=config["cluster"]["gpu"],
+        gpu_mem_mb=checkpoint_gpu_mem,
     params:
         spec=lambda wc: build_spec(config["variants"], wc.variant),
         location=lambda wc, input: checkpoint_source_location(wc, input),

@@ -8,7 +8,8 @@ from compbias.config import validate, model_source
 from compbias.keys import checkpoint_key
 from compbias.data.bbq import CATEGORIES as BBQ_FILES
 from compbias.compress.checkpoints import build_spec, variant_kind
-from compbias.settings import variant_dtype
+from compbias.settings import study, variant_dtype
+from compbias.inference.memory import build_mb, job_mb
 
 # the schema ships with the package (compbias/schemas; workflow/schemas links to it)
 validate(config)
@@ -27,8 +28,11 @@ onstart:
     preflight.on_start(config)
 
 
-# Job processes inherit this: importing compbias loads the chosen optimized BLAS before MLX.
+# Job processes inherit these: importing compbias loads the chosen optimized BLAS before MLX,
+# and keeps an installed PyTorch from being imported (compbias.inference.runtime.keep_torch_out;
+# COMPBIAS_NO_TORCH=0 in the environment turns that off).
 os.environ.update(COMPBIAS_BLAS=config["runtime"]["blas"])
+os.environ.setdefault("COMPBIAS_NO_TORCH", "1")
 
 MODELS = list(config["models"])
 VARIANTS = list(config["variants"])
@@ -55,6 +59,27 @@ def variant_seeds(variant):
 def score_group(seed):
     """Scores are shared by all seeds with fixed option order, per seed when shuffled."""
     return "fixed" if config["decoding"]["option_order"] == "fixed" else f"seed={seed}"
+
+
+STUDY = study(config)
+
+
+def gpu_mem(kind):
+    """Resource function: the device memory (MiB) a model job of ``kind`` declares
+    (compbias.inference.memory.job_mb; <TBD> until its checkpoint exists)."""
+
+    def mem(wildcards, input):
+        seed = int(wildcards.seed) if kind == "answers" else None
+        scores = input.scores if kind == "answers" else None
+        return job_mb(kind, input.checkpoint, STUDY, scores, seed)
+
+    return mem
+
+
+def checkpoint_gpu_mem(wildcards, input):
+    """Device memory (MiB) of a checkpoint build (compbias.inference.memory.build_mb); a source
+    the build reads itself (hub repo) is sized by cluster.checkpoint_mem_mb."""
+    return build_mb(input.source[0]) if input.source else config["cluster"]["checkpoint_mem_mb"]
 
 
 def checkpoint_dir(model, variant):

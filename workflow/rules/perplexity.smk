@@ -31,6 +31,7 @@ rule perplexity:
         mem_mb=config["cluster"]["model_mem_mb"],
         runtime=config["cluster"]["model_runtime"],
         gpu=config["cluster"]["gpu"],
+        gpu_mem_mb=gpu_mem("perplexity"),
     params:
         batch_size=config["perplexity"]["batch_size"],
     script:

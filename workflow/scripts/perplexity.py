@@ -1,3 +1,5 @@
+from compbias.inference.jobs import log_peak_memory
+from compbias.inference.memory import apply_budget, model_shape
 from compbias.inference.perplexity import sequence_losses
 from compbias.inference.runtime import load_model, resolve_runtime, set_threads
 from compbias.io import read_parquet, write_parquet
@@ -8,10 +10,14 @@ with log_to(snakemake.log[0]) as log:
     set_threads(snakemake.threads)
     cfg = study(snakemake.config).runtime
     runtime = resolve_runtime(cfg.compute_dtype, cfg.dequantize)
+    budget = snakemake.resources.gpu_mem_mb
+    if runtime.device != "cpu" and budget:
+        apply_budget(budget, model_shape(snakemake.input.checkpoint).weights_mb)
     model, _, _ = load_model(snakemake.input.checkpoint, runtime)
     corpus = read_parquet(snakemake.input.corpus)
     table = sequence_losses(model, corpus["tokens"].to_list(), snakemake.params.batch_size)
     log.info(
         "nll per token %.4f over %d sequences", table["nll_sum"].sum() / max(table["n_tokens"].sum(), 1), table.height
     )
+    log_peak_memory(budget)
     write_parquet(table, snakemake.output[0])

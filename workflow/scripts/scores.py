@@ -1,4 +1,4 @@
-from compbias.inference.jobs import group_seeds, scores_job
+from compbias.inference.jobs import group_seeds, log_peak_memory, scores_job
 from compbias.io import read_parquet, write_parquet
 from compbias.logs import log_to
 from compbias.settings import study
@@ -19,6 +19,7 @@ with log_to(snakemake.log[0]) as log:
         cfg.runtime,
         snakemake.threads,
         seeds,
+        snakemake.resources.gpu_mem_mb,
     )
     log.info(
         "%d items scored and answered for seeds %s; mean letter mass %.4f",
@@ -26,4 +27,5 @@ with log_to(snakemake.log[0]) as log:
         seeds,
         (scores["p_A"] + scores["p_B"] + scores["p_C"]).mean() if scores.height else float("nan"),
     )
+    log_peak_memory(snakemake.resources.gpu_mem_mb)
     write_parquet(scores, snakemake.output[0])

@@ -4,6 +4,7 @@ run them: :mod:`compbias.inference.jobs`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -150,6 +151,16 @@ def precomputed_seeds(scores: pl.DataFrame) -> list[int]:
     if "answer_seeds" not in scores.columns or scores.height == 0:
         return []
     return [int(s) for s in scores["answer_seeds"][0]]
+
+
+def precomputed_seeds_in(path: str | Path) -> list[int]:
+    """:func:`precomputed_seeds` of a scores shard file, reading only its ``answer_seeds``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(2, "no scores shard", str(path))
+    if "answer_seeds" not in pl.read_parquet_schema(path):
+        return []
+    first = pl.scan_parquet(path).select("answer_seeds").head(1).collect()
+    return [int(s) for s in first["answer_seeds"][0]] if first.height else []
 
 
 def answer_seed(

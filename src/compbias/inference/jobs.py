@@ -3,16 +3,20 @@ also answers the seeds its group serves) and an answers shard."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
 
-from compbias.inference import prompts
+from compbias.inference import memory, prompts
 from compbias.inference.answering import answer_seed, precompute_answers, precomputed_seeds, score_items
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
 from compbias.settings import Decoding, Prompt, Runtime, coerce_section
+
+log = logging.getLogger("compbias")
 
 
 def _setup(runtime_cfg: Runtime, threads: int):
@@ -22,10 +26,28 @@ def _setup(runtime_cfg: Runtime, threads: int):
     return resolve_runtime(runtime_cfg.compute_dtype, runtime_cfg.dequantize)
 
 
-def _limits(runtime, runtime_cfg: Runtime) -> tuple[int, int]:
+def _limits(runtime, runtime_cfg: Runtime, checkpoint: str, gpu_mem_mb: int, max_tokens: int) -> tuple[int, int]:
+    """The batch geometry, on a GPU shrunk to fit the job's declared memory, which MLX is then
+    held to (:mod:`compbias.inference.memory`)."""
     from compbias.inference.runtime import batch_limits
 
-    return batch_limits(runtime, runtime_cfg.batch_tokens, runtime_cfg.max_batch)
+    limits = batch_limits(runtime, runtime_cfg.batch_tokens, runtime_cfg.max_batch)
+    if runtime.device == "cpu" or not gpu_mem_mb:
+        return limits
+    shape = memory.model_shape(checkpoint)
+    fitted = memory.fit_batches(shape, gpu_mem_mb, *limits, max_tokens)
+    memory.apply_budget(gpu_mem_mb, shape.weights_mb)
+    log.info("gpu_mem_mb %d: batch geometry %s (configured %s)", gpu_mem_mb, fitted, limits)
+    return fitted
+
+
+def log_peak_memory(gpu_mem_mb: int = 0) -> None:
+    """Log MLX's peak memory of this process (beside the declared ``gpu_mem_mb``, if any);
+    nothing in a process that never imported MLX."""
+    mx = sys.modules.get("mlx.core")
+    if mx is None:
+        return
+    log.info("MLX peak memory %.0f MiB (declared gpu_mem_mb %s)", mx.get_peak_memory() / 2**20, gpu_mem_mb or "-")
 
 
 def _spec(prompt_cfg: Prompt, decoding: Decoding) -> PromptSpec:
@@ -53,6 +75,7 @@ def scores_job(
     runtime_cfg: Runtime | Mapping[str, Any],
     threads: int = 1,
     seeds: Sequence[int] = (),
+    gpu_mem_mb: int = 0,
 ) -> pl.DataFrame:
     """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``.
     Config sections are :mod:`compbias.settings` dataclasses (or their mappings).
@@ -63,10 +86,11 @@ def scores_job(
 
     decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
     runtime = _setup(runtime_cfg, threads)
+    limits = _limits(runtime, runtime_cfg, checkpoint, gpu_mem_mb, int(decoding.max_tokens))
     model, tokenizer, _ = load_model(checkpoint, runtime)
     seed = int(group.split("=")[1]) if group.startswith("seed=") else 0
     shard_items = items.filter(pl.col("shard") == shard)
-    spec, limits = _spec(prompt_cfg, decoding), _limits(runtime, runtime_cfg)
+    spec = _spec(prompt_cfg, decoding)
     scores = score_items(model, tokenizer, shard_items, spec, seed, float(decoding.temperature), *limits)
     run = runtime.as_dict()
     scores = scores.with_columns(compute_dtype=pl.lit(run["compute_dtype"]), dequantized=pl.lit(run["dequantize"]))
@@ -95,6 +119,7 @@ def answers_job(
     prompt_cfg: Prompt | Mapping[str, Any],
     runtime_cfg: Runtime | Mapping[str, Any],
     threads: int = 1,
+    gpu_mem_mb: int = 0,
 ) -> pl.DataFrame:
     """The answer shard of one (checkpoint, seed, shard), sampled from its scores shard; a seed
     the scores job already answered needs neither MLX nor the model."""
@@ -105,6 +130,6 @@ def answers_job(
     if seed in precomputed_seeds(scores):
         return answer_seed(shard_items, scores, seed, None, decoding.parser)
     runtime = _setup(runtime_cfg, threads)
-    limits = _limits(runtime, runtime_cfg)
+    limits = _limits(runtime, runtime_cfg, checkpoint, gpu_mem_mb, int(decoding.max_tokens))
     decoder = _decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding), decoding, limits)
     return answer_seed(shard_items, scores, seed, decoder, decoding.parser, runtime.as_dict())

@@ -1,0 +1,184 @@
+"""Device memory of a model job, from its checkpoint's files and its batch geometry.
+
+Several model jobs share one GPU. Each declares what it needs as the Snakemake resource
+``gpu_mem_mb`` (so ``--resources gpu_mem_mb=N`` bounds their sum) and then keeps to it inside
+MLX: :func:`fit_batches` shrinks the batch geometry until the estimate fits the budget and
+:func:`apply_budget` sets MLX's memory and buffer-cache limits. Estimates read only
+``config.json`` and the safetensors headers, so the Snakemake process computes them without
+MLX. They are deliberately generous (the CUDA context, cuBLAS workspaces and allocator rounding
+are outside MLX's own accounting); jobs log MLX's peak so that they can be checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Per-process memory outside MLX's allocator (CUDA context, cuBLAS/cuDNN workspaces), MiB.
+PROCESS_OVERHEAD_MB = 1536
+#: Safety factor on the batch working set (temporaries that live at once, allocator rounding).
+WORKING_FACTOR = 1.5
+#: Longest prompt assumed for the attention-score term (BBQ prompts are ~100-400 tokens).
+MAX_PROMPT = 1024
+#: Tokens of the shared prompt prefix whose KV cache is repeated per row.
+PREFIX_ALLOWANCE = 128
+_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "U8": 1, "I32": 4, "U32": 4, "I64": 8}
+_MB = 2**20
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the estimate needs of a checkpoint: parameters once dequantized, their dtype size
+    and the transformer's dimensions."""
+
+    n_params: int
+    dtype_bytes: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_dim: int
+    vocab: int
+
+    @property
+    def weights_mb(self) -> float:
+        """Weights in memory (dequantized, compute dtype = stored float dtype), MiB."""
+        return self.n_params * self.dtype_bytes / _MB
+
+
+def _header(path: Path) -> dict:
+    # safetensors: 8-byte little-endian header length, then the JSON header
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n))
+
+
+def model_shape(checkpoint: str | Path) -> ModelShape:
+    """The :class:`ModelShape` of an MLX checkpoint directory, read from its ``config.json`` and
+    safetensors headers (no weights are read). A quantized matrix counts as its dequantized size
+    (its scales hold one entry per group). Raises ``FileNotFoundError`` naming ``checkpoint``
+    when the directory does not exist yet."""
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise FileNotFoundError(2, "no checkpoint directory", str(checkpoint))
+    config = json.loads((path / "config.json").read_text())
+    text = config.get("text_config", config)
+    quant = config.get("quantization") or {}
+    tensors: dict[str, dict] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        tensors.update({k: v for k, v in _header(file).items() if k != "__metadata__"})
+    n_params, float_bytes = 0, []
+    for name, info in tensors.items():
+        numel = math.prod(info["shape"])
+        base = name.removesuffix(".weight")
+        if name.endswith(".weight") and f"{base}.scales" in tensors:
+            layer = quant.get(base) if isinstance(quant.get(base), dict) else {}
+            group = int(layer.get("group_size", quant.get("group_size", 64)))
+            n_params += math.prod(tensors[f"{base}.scales"]["shape"]) * group
+        elif name.endswith((".scales", ".biases")) and f"{name.rsplit('.', 1)[0]}.weight" in tensors:
+            float_bytes.append(_BYTES.get(info["dtype"], 2))
+        else:
+            n_params += numel
+            if info["dtype"] in ("F32", "F16", "BF16", "F64"):
+                float_bytes.append(_BYTES[info["dtype"]])
+    hidden = int(text["hidden_size"])
+    heads = int(text["num_attention_heads"])
+    head_dim = int(text.get("head_dim") or hidden // heads)
+    return ModelShape(
+        n_params=n_params,
+        dtype_bytes=max(set(float_bytes), key=float_bytes.count) if float_bytes else 2,
+        hidden=hidden,
+        intermediate=int(text.get("intermediate_size", 4 * hidden)),
+        layers=int(text["num_hidden_layers"]),
+        heads=heads,
+        kv_dim=int(text.get("num_key_value_heads", heads)) * head_dim,
+        vocab=int(text["vocab_size"]),
+    )
+
+
+def _forward_bytes(shape: ModelShape, tokens: int, rows: int, context: int, logit_rows: int) -> float:
+    """Working set of one forward over ``tokens`` (padded) tokens in ``rows`` rows of up to
+    ``context`` positions, with the LM head on ``logit_rows`` positions (float32 logits)."""
+    b = shape.dtype_bytes
+    kv = 2 * shape.layers * shape.kv_dim * b * (tokens + rows * PREFIX_ALLOWANCE)
+    activations = tokens * (3 * shape.intermediate + 4 * shape.hidden) * b
+    attention = shape.heads * tokens * min(context, tokens) * 4
+    logits = 3 * logit_rows * shape.vocab * 4
+    return kv + activations + attention + logits
+
+
+def answering_mb(shape: ModelShape, batch_tokens: int, max_batch: int, max_tokens: int = 5) -> int:
+    """Device memory (MiB) of a scores or answers job with this batch geometry: weights, one
+    batch's working set (prompt pass, or continuation steps with their grown cache) and the
+    process overhead."""
+    working = _forward_bytes(shape, batch_tokens, max_batch, MAX_PROMPT + max_tokens, max_batch)
+    return math.ceil(shape.weights_mb + PROCESS_OVERHEAD_MB + WORKING_FACTOR * working / _MB)
+
+
+def perplexity_mb(shape: ModelShape, batch_size: int, seq_len: int) -> int:
+    """Device memory (MiB) of a perplexity job: logits over every position of a batch."""
+    tokens = batch_size * seq_len
+    working = _forward_bytes(shape, tokens, batch_size, seq_len, tokens)
+    return math.ceil(shape.weights_mb + PROCESS_OVERHEAD_MB + WORKING_FACTOR * working / _MB)
+
+
+def fit_batches(shape: ModelShape, budget_mb: int, batch_tokens: int, max_batch: int, max_tokens: int = 5):
+    """The largest (batch_tokens, max_batch), halving from the given ones, whose
+    :func:`answering_mb` fits ``budget_mb``. Raises ``MemoryError`` when even a one-prompt batch
+    of 64 tokens does not fit (the weights alone exceed the budget)."""
+    while answering_mb(shape, batch_tokens, max_batch, max_tokens) > budget_mb:
+        if batch_tokens <= 64 and max_batch <= 1:
+            need = answering_mb(shape, batch_tokens, max_batch, max_tokens)
+            raise MemoryError(f"gpu_mem_mb={budget_mb} is below this model's minimum of {need} MiB")
+        batch_tokens, max_batch = max(64, batch_tokens // 2), max(1, max_batch // 2)
+    return batch_tokens, max_batch
+
+
+def apply_budget(budget_mb: int, weights_mb: float, cache_limit_mb: int = 4096) -> None:
+    """Keep MLX within ``budget_mb``: its memory limit (beyond which it frees its buffer cache
+    before allocating) at the budget less the process overhead, and a buffer cache no larger
+    than what the budget leaves beside the weights."""
+    import mlx.core as mx
+
+    limit = max(budget_mb - PROCESS_OVERHEAD_MB, 1)
+    mx.set_memory_limit(int(limit * _MB))
+    mx.set_cache_limit(int(max(0, min(cache_limit_mb, limit - weights_mb)) * _MB))
+
+
+def job_mb(kind: str, checkpoint: str | Path, study, scores: str | Path | None = None, seed: int | None = None) -> int:
+    """The ``gpu_mem_mb`` a model job declares: ``kind`` is ``scores``, ``answers`` or
+    ``perplexity``, sized for the checkpoint with the GPU batch geometry (``runtime.batch_tokens``
+    and ``max_batch``; ``auto`` = the CUDA defaults). An answers job whose seed its scores shard
+    already holds loads no model and declares 0. ``cluster.gpu_mem_mb`` set to a number
+    replaces the estimate."""
+    if kind == "answers" and scores is not None:
+        from compbias.inference.answering import precomputed_seeds_in
+
+        if seed in precomputed_seeds_in(scores):
+            return 0
+    fixed = study.cluster["gpu_mem_mb"]
+    if fixed != "auto":
+        return int(fixed)
+    shape = model_shape(checkpoint)
+    if kind == "perplexity":
+        return perplexity_mb(shape, study.perplexity.batch_size, study.perplexity.seq_len)
+    from compbias.inference.runtime import BATCH_DEFAULTS
+
+    tokens, rows = BATCH_DEFAULTS["cuda"]
+    runtime = study.runtime
+    tokens = tokens if runtime.batch_tokens == "auto" else int(runtime.batch_tokens)
+    rows = rows if runtime.max_batch == "auto" else int(runtime.max_batch)
+    return answering_mb(shape, tokens, rows, int(study.decoding.max_tokens))
+
+
+def build_mb(source: str | Path) -> int:
+    """Device memory (MiB) of building a checkpoint from the local checkpoint ``source``: its
+    weights, the output's and a calibration batch (pruning), taken as three times the source's
+    safetensors on disk, plus the process overhead."""
+    if not Path(source).is_dir():
+        raise FileNotFoundError(2, "no source checkpoint", str(source))
+    files = sum(f.stat().st_size for f in Path(source).glob("*.safetensors"))
+    return math.ceil(3 * files / _MB) + PROCESS_OVERHEAD_MB
