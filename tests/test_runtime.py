@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import polars as pl
 import pytest
 from conftest import study_items
@@ -42,3 +46,22 @@ def test_dequantized_float32_matches_native_quantized(tmp_path, tiny_model, shar
     assert out["fast"].height == 200
     assert agree >= 0.99
     assert out["fast"]["dequantized"].all() and not out["native"]["dequantized"].any()
+
+
+def _job_process(env: dict[str, str]) -> str:
+    code = (
+        "import sys, importlib.util, compbias\n"
+        "from mlx_lm.tokenizer_utils import load\n"
+        "from transformers.utils import is_torch_available\n"
+        "print(sys.modules.get('torch', 'absent'), importlib.util.find_spec('torch'), is_torch_available())\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.split()
+
+
+def test_workflow_jobs_keep_torch_out():
+    # the Snakefile sets COMPBIAS_NO_TORCH=1 for its jobs: transformers then sees no PyTorch
+    assert _job_process({"COMPBIAS_NO_TORCH": "1"}) == ["None", "None", "False"]
+    # without it (a library user), nothing is changed
+    assert _job_process({"COMPBIAS_NO_TORCH": "0"})[0] == "absent"

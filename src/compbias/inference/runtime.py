@@ -93,6 +93,19 @@ class Runtime:
         return asdict(self)
 
 
+def keep_torch_out() -> bool:
+    """In a workflow job (``COMPBIAS_NO_TORCH=1``, set by the Snakefile), make PyTorch look
+    absent before anything imports it: mlx_lm's tokenizer code imports ``transformers``, which
+    imports an installed PyTorch (11-13 s of start-up on the GPU machine) that no job uses.
+    ``sys.modules["torch"] = None`` makes ``importlib.util.find_spec("torch")`` return None, so
+    transformers takes PyTorch as not installed. Returns whether it did; a process that already
+    imported torch, or one without the variable, is left as it is."""
+    if os.environ.get("COMPBIAS_NO_TORCH") != "1" or "torch" in sys.modules:
+        return False
+    sys.modules["torch"] = None
+    return True
+
+
 def resolve_runtime(
     compute_dtype: str = "auto", dequantize: str | bool = "auto", cache_limit_gb: float = 4.0
 ) -> Runtime:
