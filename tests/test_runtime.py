@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -48,20 +49,31 @@ def test_dequantized_float32_matches_native_quantized(tmp_path, tiny_model, shar
     assert out["fast"]["dequantized"].all() and not out["native"]["dequantized"].any()
 
 
-def _job_process(env: dict[str, str]) -> str:
+def _job_process(env: dict[str, str], tiny_model, fake: Path) -> subprocess.CompletedProcess:
     code = (
-        "import sys, importlib.util, compbias\n"
-        "from mlx_lm.tokenizer_utils import load\n"
+        "import sys, compbias\n"
+        "from compbias.inference.runtime import keep_torch_out\n"
+        "print(keep_torch_out())\n"
+        "from pathlib import Path\nfrom mlx_lm.tokenizer_utils import load\n"
+        f"load(Path({str(tiny_model)!r}))\n"
         "from transformers.utils import is_torch_available\n"
-        "print(sys.modules.get('torch', 'absent'), importlib.util.find_spec('torch'), is_torch_available())\n"
+        "print('torch' in sys.modules, is_torch_available())\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    return run.stdout.split()
+    env = {**os.environ, **env, "PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 
-def test_workflow_jobs_keep_torch_out():
-    # the Snakefile sets COMPBIAS_NO_TORCH=1 for its jobs: transformers then sees no PyTorch
-    assert _job_process({"COMPBIAS_NO_TORCH": "1"}) == ["None", "None", "False"]
-    # without it (a library user), nothing is changed
-    assert _job_process({"COMPBIAS_NO_TORCH": "0"})[0] == "absent"
+def test_workflow_jobs_keep_an_installed_torch_out(tiny_model, tmp_path):
+    # a "torch" that transformers takes as installed (version 2.9) and that fails if imported
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise RuntimeError('torch was imported')\n")
+    (tmp_path / "torch-2.9.0.dist-info").mkdir()
+    (tmp_path / "torch-2.9.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.9.0\n")
+    # the Snakefile sets COMPBIAS_NO_TORCH=1 for its jobs: transformers then sees no PyTorch,
+    # and loading a tokenizer leaves it unimported (no entry in sys.modules, not even None)
+    job = _job_process({"COMPBIAS_NO_TORCH": "1"}, tiny_model, tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.split() == ["True", "False", "False"]
+    # without it (a library user), transformers imports the installed torch with the tokenizer code
+    plain = _job_process({"COMPBIAS_NO_TORCH": "0"}, tiny_model, tmp_path)
+    assert plain.returncode != 0 and "torch was imported" in plain.stderr

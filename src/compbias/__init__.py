@@ -2,8 +2,6 @@
 
 __version__ = "0.1.0"
 
-from compbias.inference.runtime import keep_torch_out as _keep_torch_out
 from compbias.inference.runtime import use_fast_blas as _use_fast_blas
 
 _use_fast_blas()
-_keep_torch_out()

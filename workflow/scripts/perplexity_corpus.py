@@ -1,10 +1,12 @@
 import polars as pl
 
 from compbias.inference.perplexity import corpus_tokens
+from compbias.inference.runtime import keep_torch_out
 from compbias.io import write_parquet
 from compbias.logs import log_to
 
 with log_to(snakemake.log[0]) as log:
+    keep_torch_out()
     from mlx_lm.utils import load_tokenizer
 
     tokenizer = load_tokenizer(snakemake.input.checkpoint)

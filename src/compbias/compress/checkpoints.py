@@ -120,6 +120,9 @@ def build_checkpoint(source: str, out: str | Path, spec: Mapping[str, Any], mode
 
     ``out`` appears only when complete: builds go to a temporary sibling that is renamed.
     """
+    from compbias.inference.runtime import keep_torch_out
+
+    keep_torch_out()
     from mlx_lm import convert
 
     out = Path(out)

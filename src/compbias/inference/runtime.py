@@ -94,15 +94,25 @@ class Runtime:
 
 
 def keep_torch_out() -> bool:
-    """In a workflow job (``COMPBIAS_NO_TORCH=1``, set by the Snakefile), make PyTorch look
-    absent before anything imports it: mlx_lm's tokenizer code imports ``transformers``, which
-    imports an installed PyTorch (11-13 s of start-up on the GPU machine) that no job uses.
-    ``sys.modules["torch"] = None`` makes ``importlib.util.find_spec("torch")`` return None, so
-    transformers takes PyTorch as not installed. Returns whether it did; a process that already
-    imported torch, or one without the variable, is left as it is."""
+    """In a workflow job (``COMPBIAS_NO_TORCH=1``, set by the Snakefile), let transformers take
+    PyTorch as not installed: mlx_lm's tokenizer code imports transformers, which imports an
+    installed PyTorch (11-13 s of start-up on the GPU machine) that no job uses. While
+    ``sys.modules["torch"]`` is None, ``importlib.util.find_spec("torch")`` returns None; that is
+    when transformers makes (and caches) its "is torch available" check. The entry is removed
+    again, so other libraries' ``sys.modules`` lookups see no torch rather than None. Returns
+    whether it did; without the variable, or with torch already imported, nothing changes."""
     if os.environ.get("COMPBIAS_NO_TORCH") != "1" or "torch" in sys.modules:
         return False
     sys.modules["torch"] = None
+    try:
+        from transformers.utils import import_utils
+
+        import_utils.is_torch_available()  # an lru_cache in transformers 5; a module global in 4
+    except ImportError:
+        return False
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
     return True
 
 
@@ -117,6 +127,7 @@ def resolve_runtime(
     """
     import mlx.core as mx
 
+    keep_torch_out()
     if mx.default_device() == mx.cpu:
         device = "cpu"
     elif platform.system() == "Darwin":
