@@ -79,7 +79,9 @@ def test_gpu_job_shrinks_its_batches_to_its_budget(tiny_model):
         cuda = Runtime("cuda", "native", True, "n/a")
         cfg = section(RuntimeCfg, "runtime", {})
         assert _limits(cuda, cfg, str(tiny_model), budget, 5) == (2048, 16)
-        assert mx.get_memory_limit() == (budget - memory.PROCESS_OVERHEAD_MB) * 2**20
+        # MLX's own share: the weights and its part of the working set the budget leaves
+        working = (budget - shape.weights_mb - memory.PROCESS_OVERHEAD_MB) / memory.WORKING_FACTOR
+        assert mx.get_memory_limit() == int((shape.weights_mb + memory.MLX_FACTOR * working) * 2**20)
         cpu = Runtime("cpu", "float32", True, "openblas")
         assert _limits(cpu, cfg, str(tiny_model), budget, 5) == (1024, 16)  # CPU: configured as is
     finally:
