@@ -57,6 +57,7 @@ def test_hand_values():
     assert q["acc_p"] == pytest.approx(0.125)  # exact: 2 x 0.5^4
     assert (q["err_biased_new"], q["err_biased_gone"], q["err_biased_p"]) == (1, 0, 1.0)
     assert (q["err_anti_new"], q["err_anti_gone"]) == (1, 0)
+    assert q["direction_p"] == 1.0 and q["n_non_unknown"] == 2
 
 
 def test_no_disambiguated_items_gives_an_empty_table():
@@ -77,9 +78,10 @@ def test_summary_lines():
     text = summary_markdown({"disambiguated": t}, "bf16")
     lines = [x for x in text.splitlines() if x.startswith("- m ")]
     assert lines == [
-        "- m bf16: accuracy 100.0%; s_DIS 0.0; no valid wrong answers",
+        "- m bf16: accuracy 100.0%; s_DIS 0.0 (of 4 valid non-unknown answers); no valid wrong answers",
         "- m q4: accuracy 0.0% (bf16 100.0%; 4 answers became wrong, 0 correct, exact McNemar p = 0.125); "
-        "s_DIS 0.0; errors: 33.3% biased, 33.3% anti, 33.3% unknown (of 3 valid wrong answers); "
+        "s_DIS 0.0 (of 2 valid non-unknown answers); errors: 33.3% biased, 33.3% anti, 33.3% unknown "
+        "(of 3 valid wrong answers); new errors 1 biased vs 1 anti (exact paired p = 1); "
         "biased errors 0 -> 1 (exact McNemar p = 1), anti errors 0 -> 1 (p = 1)",
     ]
     assert "## Disambiguated contexts" in text

@@ -105,7 +105,7 @@ def _disambig_line(r: dict, b: dict | None, baseline: str) -> str:
             f" ({baseline} {pct(b['accuracy'])}; {r['acc_lost']} answers became wrong, {r['acc_gained']} "
             f"correct, exact McNemar {stat('p', r['acc_p'])})"
         )
-    parts = [acc, f"s_DIS {fixed(r['s_dis'])}" + (" (no non-unknown answers)" if r["no_non_unknown"] else "")]
+    parts = [acc, f"s_DIS {fixed(r['s_dis'])} (of {r['n_non_unknown']} valid non-unknown answers)"]
     if not r["n_errors"]:
         parts.append("no valid wrong answers")
     else:
@@ -115,8 +115,10 @@ def _disambig_line(r: dict, b: dict | None, baseline: str) -> str:
         )
     if b is not None and r["variant"] != baseline:
         parts.append(
-            f"biased errors {b['n_err_biased']} -> {r['n_err_biased']} (exact McNemar {stat('p', r['err_biased_p'])}), "
-            f"anti errors {b['n_err_anti']} -> {r['n_err_anti']} ({stat('p', r['err_anti_p'])})"
+            f"new errors {r['err_biased_new']} biased vs {r['err_anti_new']} anti (exact paired "
+            f"{stat('p', r['direction_p'])}); biased errors {b['n_err_biased']} -> {r['n_err_biased']} "
+            f"(exact McNemar {stat('p', r['err_biased_p'])}), anti errors {b['n_err_anti']} -> {r['n_err_anti']} "
+            f"({stat('p', r['err_anti_p'])})"
         )
     return "; ".join(parts)
 
@@ -131,9 +133,10 @@ def _disambiguated(tables: Tables, baseline: str) -> list[str]:
         "Items whose context names the answer (all categories, seeds pooled): accuracy (invalid answers "
         "count wrong), s_DIS (-100..100; 100 x (2 x biased / (biased + anti) - 1) over valid non-unknown "
         "answers) and the valid wrong answers split by the option they picked: the bias-consistent person "
-        f"(*biased*), the anti-stereotyped one (*anti*) or *unknown*. Against {baseline}: exact McNemar tests "
-        "over the same (item, seed) pairs (answers that became wrong vs correct; that became vs stopped "
-        "being a biased, or an anti, error).",
+        f"(*biased*), the anti-stereotyped one (*anti*) or *unknown*. Against {baseline}, over the same "
+        "(item, seed) pairs: exact McNemar tests (answers that became wrong vs correct; that became vs "
+        "stopped being a biased, or an anti, error) and the direction of the variant's new errors (to the "
+        "biased vs to the anti option, exact binomial).",
         "",
     ]
     allc = t.filter(pl.col("category") == ALL)

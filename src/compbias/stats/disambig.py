@@ -31,6 +31,7 @@ SCHEMA = {
     "n_invalid": pl.Int64,
     "accuracy": pl.Float64,
     "accuracy_valid": pl.Float64,
+    "n_non_unknown": pl.Int64,
     "s_dis": pl.Float64,
     "no_non_unknown": pl.Boolean,
     "n_errors": pl.Int64,
@@ -42,6 +43,7 @@ SCHEMA = {
     "share_err_unknown": pl.Float64,
     "n_pairs": pl.Int64,
     **{c: (pl.Float64 if c.endswith("_p") else pl.Int64) for cols in PAIRED.values() for c in cols},
+    "direction_p": pl.Float64,
 }
 
 
@@ -89,6 +91,8 @@ def _paired(flags: pl.DataFrame, baseline: str) -> pl.DataFrame:
     p_values = {
         p: [exact_mcnemar(g, lo) for g, lo in zip(counts[gain], counts[lose])] for gain, lose, p in PAIRED.values()
     }
+    # do the variant's new errors pick the biased or the anti option equally often?
+    p_values["direction_p"] = [exact_mcnemar(b, a) for b, a in zip(counts["err_biased_new"], counts["err_anti_new"])]
     return counts.with_columns(pl.Series(name, values, pl.Float64) for name, values in p_values.items())
 
 
@@ -108,8 +112,10 @@ def disambiguated(
       with the baseline's keyed random numbers): answers that became correct / wrong
       (``acc_gained`` / ``acc_lost``), that became / stopped being a biased error
       (``err_biased_new`` / ``err_biased_gone``) or an anti error (``err_anti_*``), each with its
-      two-sided exact McNemar p-value (``acc_p``, ``err_biased_p``, ``err_anti_p``); null on the
-      baseline's rows.
+      two-sided exact McNemar p-value (``acc_p``, ``err_biased_p``, ``err_anti_p``), and
+      ``direction_p``, the two-sided exact binomial test of ``err_biased_new`` vs ``err_anti_new``
+      (do the errors the variant newly makes pick the biased and the anti option equally often?);
+      null on the baseline's rows.
 
     Empty (with the columns) when there is no disambiguated item.
     """
@@ -127,6 +133,7 @@ def disambiguated(
         "n_invalid",
         "accuracy",
         "accuracy_valid",
+        "n_non_unknown",
         pl.col("bias_score").alias("s_dis"),
         "no_non_unknown",
     )
