@@ -159,10 +159,10 @@ def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> d
 
 def _resolve_categories(config: dict[str, Any]) -> None:
     """``dataset.categories: all`` -> the list of categories it means (in place)."""
-    from compbias.data.bbq import BBQRecordError, resolve_categories
+    from compbias.data.bbq import ALL_CATEGORIES, BBQRecordError, resolve_categories
 
     ds = config["dataset"]
-    if ds["categories"] == "all":
+    if ds["categories"] == ALL_CATEGORIES:
         try:
             ds["categories"] = resolve_categories(ds)
         except BBQRecordError as exc:

@@ -28,7 +28,7 @@ CATEGORIES: dict[str, str] = {
     "race_x_ses": "Race_x_SES",
     "race_x_gender": "Race_x_gender",
 }
-#: ``dataset.categories: all`` for a Hugging Face copy: every category (its configs).
+#: The ``dataset.categories`` value that means every category (:func:`resolve_categories`).
 ALL_CATEGORIES = "all"
 
 REQUIRED = (
