@@ -85,6 +85,8 @@ def test_figures_summary_and_report(study):
     expected = [line for line in summary.splitlines() if line.startswith("  - expected ")]
     assert len(expected) == len(heads) and all("virtual seed sets" in e for e in expected)
     assert "excess" not in summary
+    # the .test study has disambiguated items: their section, and their table in the report
+    assert "## Disambiguated contexts" in summary and "s_DIS" in summary
     tables = sorted(p.name for p in (work / "results" / "report_tables").iterdir())
     assert tables == sorted(
         f"{t}.csv"
@@ -95,6 +97,7 @@ def test_figures_summary_and_report(study):
             "direction_tests",
             "excess_emergence",
             "bias_scores",
+            "disambiguated",
             "regression_coefficients",
             "perplexity",
             "sparsity_coefficients",

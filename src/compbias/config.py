@@ -134,8 +134,9 @@ def coerce(schema: Mapping[str, Any], obj: Any, root: Mapping[str, Any] | None =
 
 
 def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> dict[str, Any]:
-    """Validate ``config`` in place against the JSON schema, fill defaults and check the
-    cross-key rules; raise ConfigError naming every bad key.
+    """Validate ``config`` in place against the JSON schema, fill defaults, check the
+    cross-key rules and resolve ``dataset.categories: all`` to its list
+    (:func:`compbias.data.bbq.resolve_categories`); raise ConfigError naming every bad key.
 
     Strings where the schema wants a number, boolean or null are coerced first (``coerce``);
     ``schema_path`` defaults to the packaged schema."""
@@ -152,7 +153,20 @@ def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> d
     problems = list(_cross_checks(config))
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    _resolve_categories(config)
     return config
+
+
+def _resolve_categories(config: dict[str, Any]) -> None:
+    """``dataset.categories: all`` -> the list of categories it means (in place)."""
+    from compbias.data.bbq import ALL_CATEGORIES, BBQRecordError, resolve_categories
+
+    ds = config["dataset"]
+    if ds["categories"] == ALL_CATEGORIES:
+        try:
+            ds["categories"] = resolve_categories(ds)
+        except BBQRecordError as exc:
+            raise ConfigError(f"invalid config:\n  config key 'dataset.categories': {exc}") from exc
 
 
 def _cross_checks(config: Mapping[str, Any]):

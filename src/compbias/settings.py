@@ -58,7 +58,7 @@ class Dataset:
     """``dataset``: where BBQ items come from and which of them the study uses."""
 
     source: str
-    categories: tuple[str, ...]
+    categories: tuple[str, ...] | str  # "all" until compbias.config.validate resolves it
     conditions: tuple[str, ...]
     split: str
     revision: str | None

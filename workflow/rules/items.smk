@@ -7,6 +7,7 @@ rule items:
         items_table="results/items.parquet",
         unresolved="results/items_unresolved.csv",
         disagreements="results/items_target_disagreements.csv",
+        targets="results/items_targets.csv",
     log:
         "logs/items.log",
     benchmark:

@@ -21,6 +21,7 @@ REPORT_TABLES = (
         "bias_scores",
         "regression_coefficients",
     ]
+    + (["disambiguated"] if "disambig" in config["dataset"]["conditions"] else [])
     + (["perplexity"] if PERPLEXITY else [])
     + (["sparsity_coefficients"] if HAS_PRUNING else [])
 )
@@ -36,6 +37,7 @@ SUMMARY_TABLES = [
         "direction_tests",
         "noise_floor",
         "bias_scores",
+        "disambiguated",
         "regression_coefficients",
         "regression_tests",
         "role_flows",

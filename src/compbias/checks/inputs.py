@@ -16,7 +16,7 @@ from typing import Any
 from compbias.checks.hub import hub_problem
 from compbias.compress.checkpoints import variant_kind
 from compbias.config import ConfigError, model_source
-from compbias.data.bbq import CATEGORIES, BBQRecordError, json_problem, parse_record
+from compbias.data.bbq import CATEGORIES, BBQRecordError, json_problem, parse_record, resolve_categories
 from compbias.settings import Dataset, Perplexity, coerce_section
 
 #: A Hugging Face repo id: ``org/name``.
@@ -68,7 +68,7 @@ def check_bbq(dataset: Dataset | Mapping[str, Any], n_shards: int = 1) -> DataCh
     start = time.perf_counter()
     ds = coerce_section(Dataset, "dataset", dataset)
     h = hashlib.sha256()
-    categories, conditions, limit = list(ds.categories), list(ds.conditions), ds.limit_per_category
+    categories, conditions, limit = resolve_categories(ds), list(ds.conditions), ds.limit_per_category
     h.update(json.dumps([categories, conditions, limit, n_shards]).encode())
     if ds.source != "jsonl":
         h.update(json.dumps([ds.name, ds.split, ds.revision, ds.columns], default=str).encode())

@@ -1,17 +1,17 @@
-"""BBQ items: reading upstream JSONL or Hugging Face copies, bias-target derivation, sharding."""
+"""BBQ items: reading upstream JSONL or Hugging Face copies, sharding; bias targets are derived
+by :mod:`compbias.data.targets`."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from compbias.data.targets import Resolution, norm, resolve_target
 from compbias.settings import Dataset, coerce_section
 
 #: Study category name -> upstream file stem / category value.
@@ -25,7 +25,11 @@ CATEGORIES: dict[str, str] = {
     "religion": "Religion",
     "ses": "SES",
     "sexual_orientation": "Sexual_orientation",
+    "race_x_ses": "Race_x_SES",
+    "race_x_gender": "Race_x_gender",
 }
+#: The ``dataset.categories`` value that means every category (:func:`resolve_categories`).
+ALL_CATEGORIES = "all"
 
 REQUIRED = (
     "example_id",
@@ -41,20 +45,6 @@ REQUIRED = (
     "ans2",
     "label",
 )
-
-# Tag spellings that name the same group as a stereotyped_groups entry (after _norm).
-_ALIASES = {
-    "woman": "f",
-    "girl": "f",
-    "man": "m",
-    "boy": "m",
-    "transf": "trans",
-    "transm": "trans",
-    "transgenderwomen": "trans",
-    "transgendermen": "trans",
-    "nontransf": "nontrans",
-    "nontransm": "nontrans",
-}
 
 ITEM_SCHEMA = {
     "item_id": pl.String,
@@ -76,6 +66,8 @@ ITEM_SCHEMA = {
     "biased_idx": pl.Int64,
     "anti_idx": pl.Int64,
     "source_target_idx": pl.Int64,
+    "target_rule": pl.String,
+    "unresolved_reason": pl.String,
     "shard": pl.Int64,
 }
 
@@ -90,26 +82,17 @@ def stable_shard(item_id: str, n_shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % n_shards
 
 
-@functools.lru_cache(maxsize=65536)
-def _norm(tag: str) -> str:
-    tag = re.sub(r"^[MF]-", "", tag.strip())  # race tags carry a gender prefix: "F-Black"
-    key = re.sub(r"[^a-z]", "", tag.lower())
-    return _ALIASES.get(key, key)
+_norm = norm  # the tag normalisation of the target rules (compbias.data.targets.norm)
 
 
-def derive_target(answer_info: Mapping[str, list[str]], groups: Iterable[str]) -> tuple[int | None, int]:
-    """Return (index of the option naming a stereotyped group or None, index of "unknown").
-
-    The target is resolved only when exactly one non-unknown option's tag matches a group, as
-    in upstream's ``BBQ_results_metadata.R``; zero or two matches leave it unresolved.
-    """
-    tags = [answer_info[f"ans{i}"][1] for i in range(3)]
-    unknown = [i for i, t in enumerate(tags) if t == "unknown"]
-    if len(unknown) != 1:
-        raise ValueError(f"expected exactly one 'unknown' option tag, got tags {tags}")
-    wanted = {_norm(g) for g in groups}
-    hits = [i for i, t in enumerate(tags) if i != unknown[0] and t and _norm(t) in wanted]
-    return (hits[0] if len(hits) == 1 else None), unknown[0]
+def derive_target(
+    answer_info: Mapping[str, list[str]], groups: Iterable[str], category: str = "ses"
+) -> tuple[int | None, int]:
+    """(index of the option naming a stereotyped group or None, index of "unknown") under the
+    target rule of ``category`` (:func:`compbias.data.targets.resolve_target`; the default
+    category's rule matches the normalised tags)."""
+    r = resolve_target(category, answer_info, groups)
+    return r.target, r.unknown
 
 
 def roles(polarity: str, target: int | None, unknown: int) -> tuple[int | None, int | None]:
@@ -133,7 +116,8 @@ def parse_record(rec: Mapping[str, Any], where: str, n_shards: int = 1) -> dict[
             raise ValueError(f"bad polarity/condition {polarity!r}/{condition!r}")
         meta = rec["additional_metadata"] or {}
         groups = [str(g) for g in meta.get("stereotyped_groups") or []]
-        target, unknown = derive_target(rec["answer_info"], groups)
+        res: Resolution = resolve_target(category, rec["answer_info"], groups)
+        target, unknown = res.target, res.unknown
         biased, anti = roles(polarity, target, unknown)
         label = int(rec["label"])
         if label not in (0, 1, 2):
@@ -164,6 +148,8 @@ def parse_record(rec: Mapping[str, Any], where: str, n_shards: int = 1) -> dict[
         "biased_idx": biased,
         "anti_idx": anti,
         "source_target_idx": None if source_target in (None, -1) else int(source_target),
+        "target_rule": res.rule,
+        "unresolved_reason": res.reason,
         "shard": stable_shard(item_id, n_shards),
     }
 
@@ -255,9 +241,19 @@ def jsonl_records(directory: str | Path, categories: list[str]) -> Iterator[tupl
 
 
 def target_report(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(items with unresolved targets, items whose source target label disagrees with ours)."""
+    """(items with unresolved targets and the reason, items whose source target label disagrees
+    with ours)."""
     unresolved = items.filter(pl.col("target_idx").is_null()).select(
-        "item_id", "category", "polarity", "ans0", "ans1", "ans2", "stereotyped_groups"
+        "item_id",
+        "category",
+        "condition",
+        "polarity",
+        "ans0",
+        "ans1",
+        "ans2",
+        "stereotyped_groups",
+        "target_rule",
+        pl.col("unresolved_reason").alias("reason"),
     )
     disagree = items.filter(
         pl.col("source_target_idx").is_not_null()
@@ -266,10 +262,62 @@ def target_report(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return unresolved, disagree
 
 
+def target_counts(items: pl.DataFrame) -> pl.DataFrame:
+    """Per category and condition (and category ``all``): items, resolved and unresolved targets,
+    the rule used, and, for a source with its own target label (``source_target_idx``), how many
+    items carry one and how often it agrees with the derived target (``agree_rate``, NaN when
+    none carries one).
+
+    Columns: category, condition, target_rule, n_items, n_resolved, n_unresolved, n_source_label,
+    n_agree, agree_rate.
+    """
+    has = pl.col("source_target_idx").is_not_null()
+    agg = [
+        pl.col("target_rule").unique().sort().str.join("+").alias("target_rule"),
+        pl.len().alias("n_items"),
+        pl.col("target_idx").is_not_null().sum().alias("n_resolved"),
+        pl.col("target_idx").is_null().sum().alias("n_unresolved"),
+        has.sum().alias("n_source_label"),
+        (has & (pl.col("source_target_idx") == pl.col("target_idx")).fill_null(False)).sum().alias("n_agree"),
+    ]
+    per = items.group_by("category", "condition").agg(agg)
+    pooled = items.group_by("condition").agg(agg).with_columns(category=pl.lit("all"))
+    out = pl.concat([per, pooled.select(per.columns)]).with_columns(pl.col("^n_.*$").cast(pl.Int64))
+    return out.with_columns(
+        agree_rate=pl.when(pl.col("n_source_label") > 0)
+        .then(pl.col("n_agree") / pl.col("n_source_label"))
+        .otherwise(float("nan"))
+    ).sort(pl.col("category") == "all", "category", "condition")
+
+
+def resolve_categories(dataset: Dataset | Mapping[str, Any]) -> list[str]:
+    """The study categories of ``dataset.categories``: the list itself, or for ``all`` every
+    category file present in ``dataset.path`` (source jsonl; a ``.jsonl`` file there that names
+    no known category is an error naming it) or every known category (source hf)."""
+    ds = coerce_section(Dataset, "dataset", dataset)
+    if ds.categories != ALL_CATEGORIES:
+        return list(ds.categories)
+    if ds.source != "jsonl":
+        return list(CATEGORIES)
+    directory = Path(ds.path)
+    stems = {v: k for k, v in CATEGORIES.items()}
+    files = sorted(directory.glob("*.jsonl"))
+    unknown = [p.name for p in files if p.stem not in stems]
+    if unknown:
+        raise BBQRecordError(
+            f"dataset.path: {directory}: {', '.join(unknown)} name(s) no known category "
+            f"(dataset.categories: all reads every file; known: {', '.join(f'{v}.jsonl' for v in CATEGORIES.values())})"
+        )
+    present = {stems[p.stem] for p in files}
+    if not present:
+        raise BBQRecordError(f"dataset.path: {directory}: no BBQ .jsonl file (dataset.categories: all)")
+    return [c for c in CATEGORIES if c in present]
+
+
 def build_items(dataset: Dataset | Mapping[str, Any], n_shards: int) -> pl.DataFrame:
     """Items table for the ``dataset`` config section (source jsonl or hf)."""
     ds = coerce_section(Dataset, "dataset", dataset)
-    categories = list(ds.categories)
+    categories = resolve_categories(ds)
     if ds.source == "jsonl":
         records = jsonl_records(ds.path, categories)
     else:

@@ -96,6 +96,63 @@ def _bias_scores(tables: Tables, baseline: str) -> list[str]:
     return out
 
 
+def _disambig_line(r: dict, b: dict | None, baseline: str) -> str:
+    """``accuracy A% (bf16 B%; lost/gained, p); s_DIS S; errors: x% biased, y% anti, z% unknown
+    (of n); biased errors k -> l (p)``."""
+    acc = f"accuracy {pct(r['accuracy'])}"
+    if b is not None and r["variant"] != baseline:
+        acc += (
+            f" ({baseline} {pct(b['accuracy'])}; {r['acc_lost']} answers became wrong, {r['acc_gained']} "
+            f"correct, exact McNemar {stat('p', r['acc_p'])})"
+        )
+    parts = [acc, f"s_DIS {fixed(r['s_dis'])} (of {r['n_non_unknown']} valid non-unknown answers)"]
+    if not r["n_errors"]:
+        parts.append("no valid wrong answers")
+    else:
+        parts.append(
+            f"errors: {pct(r['share_err_biased'])} biased, {pct(r['share_err_anti'])} anti, "
+            f"{pct(r['share_err_unknown'])} unknown (of {r['n_errors']} valid wrong answers)"
+        )
+    if b is not None and r["variant"] != baseline:
+        parts.append(
+            f"new errors {r['err_biased_new']} biased vs {r['err_anti_new']} anti (exact paired "
+            f"{stat('p', r['direction_p'])}); biased errors {b['n_err_biased']} -> {r['n_err_biased']} "
+            f"(exact McNemar {stat('p', r['err_biased_p'])}), anti errors {b['n_err_anti']} -> {r['n_err_anti']} "
+            f"({stat('p', r['err_anti_p'])})"
+        )
+    return "; ".join(parts)
+
+
+def _disambiguated(tables: Tables, baseline: str) -> list[str]:
+    t = tables.get("disambiguated")
+    if t is None or t.is_empty():
+        return []
+    out = [
+        "## Disambiguated contexts",
+        "",
+        "Items whose context names the answer (all categories, seeds pooled): accuracy (invalid answers "
+        "count wrong), s_DIS (-100..100; 100 x (2 x biased / (biased + anti) - 1) over valid non-unknown "
+        "answers) and the valid wrong answers split by the option they picked: the bias-consistent person "
+        f"(*biased*), the anti-stereotyped one (*anti*) or *unknown*. Against {baseline}, over the same "
+        "(item, seed) pairs: exact McNemar tests (answers that became wrong vs correct; that became vs "
+        "stopped being a biased, or an anti, error) and the direction of the variant's new errors (to the "
+        "biased vs to the anti option, exact binomial).",
+        "",
+    ]
+    allc = t.filter(pl.col("category") == ALL)
+    models, per_model, _ = _variant_info(tables, baseline)
+    for m in sorted(set(models) | set(allc["model"].unique().to_list())):
+        rows = allc.filter(pl.col("model") == m)
+        b = _row(rows, variant=baseline)
+        order = [baseline, *per_model.get(m, [])]
+        order += [v for v in rows["variant"].to_list() if v not in order]  # not in the other tables
+        for v in order:
+            r = _row(rows, variant=v)
+            if r is not None:
+                out.append(f"- {m} {v}: " + _disambig_line(r, b, baseline))
+    return out
+
+
 def _coef_text(r: dict | None, what: str, power: float = 1.0) -> str:
     if r is None:
         return f"{what} n/a"
@@ -211,13 +268,15 @@ def summary_markdown(tables: Tables, baseline: str, variants_cfg: Mapping | None
 
     ``tables`` maps table names to DataFrames (None or absent when not computed): ``variants``,
     ``rates`` and the analysis tables ``transitions``, ``expected_emergence``,
-    ``direction_tests``, ``noise_floor``, ``perplexity``, ``bias_scores``,
+    ``direction_tests``, ``noise_floor``, ``perplexity``, ``bias_scores``, ``disambiguated``,
     ``regression_coefficients``, ``regression_tests``, ``role_flows``, ``sparsity_coefficients``,
     ``sparsity_tests``. ``variants_cfg`` (the config's ``variants``) names the perturbation
     controls (else the expected_emergence table's ``control_for`` does). Sections: headline lines
     (one per model x non-baseline variant: emergence, perplexity change, stereotype reliance and
     invalid rates; below each, the expected emergence over virtual seed sets, the perturbation
     control, the direction test and the floor for independent re-runs), BBQ s_AMB per variant,
+    disambiguated contexts (accuracy, s_DIS and the split of errors with paired tests vs the
+    baseline; only with disambiguated items),
     the precision regression (odds ratio per bit, model x precision interaction), role flows of
     baseline-unknown items, and pruning (only with pruning coefficients).
     """
@@ -235,6 +294,7 @@ def summary_markdown(tables: Tables, baseline: str, variants_cfg: Mapping | None
     sections = [
         _headlines(tables, baseline),
         _bias_scores(tables, baseline),
+        _disambiguated(tables, baseline),
         _regression(tables),
         _role_flows(tables, baseline),
         _pruning(tables),

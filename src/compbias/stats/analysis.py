@@ -10,6 +10,7 @@ import polars as pl
 from compbias.settings import Analysis, coerce_section
 from compbias.stats.controls import perturbation_controls
 from compbias.stats.direction import direction_tests
+from compbias.stats.disambig import disambiguated
 from compbias.stats.emergence import expected_emergence
 from compbias.stats.floors import excess_emergence, noise_floor
 from compbias.stats.metrics import bias_scores
@@ -53,8 +54,10 @@ def analyse(
     trans = transitions(per_item, baseline)
     if virtual is None:
         virtual = pl.DataFrame(schema=VIRTUAL_SCHEMA | {"model": pl.String, "variant": pl.String})
+    scores = bias_scores(answers, items)
     out = {
-        "bias_scores": bias_scores(answers, items),
+        "bias_scores": scores,
+        "disambiguated": disambiguated(answers, items, baseline, scores),
         "items_by_variant": per_item,
         "transitions": trans,
         "role_flows": role_flows(per_item, baseline),

@@ -4,6 +4,7 @@ can name the tables while it builds the DAG."""
 #: Table name -> what it holds (README and report captions use these names).
 TABLES = (
     "bias_scores",
+    "disambiguated",
     "items_by_variant",
     "transitions",
     "role_flows",
