@@ -86,3 +86,17 @@ def test_summary_lines():
     ]
     assert "## Disambiguated contexts" in text
     assert "## Disambiguated contexts" not in summary_markdown({}, "bf16")
+
+
+def test_headline_analyses_use_the_ambiguous_contexts_only():
+    # With both conditions the rates (and emergence, direction, regressions) are those of the
+    # ambiguous items alone; a disambiguated-only study keeps its rows.
+    from compbias.stats.metrics import headline_rows, rates
+
+    both = answers().with_columns(role=pl.lit("biased"), p_biased=pl.lit(0.5))
+    ambig = both.filter(pl.col("condition") == "ambig")
+    assert headline_rows(both).equals(ambig)
+    assert rates(both).equals(rates(ambig))
+    only_disambig = both.filter(pl.col("condition") == "disambig")
+    assert headline_rows(only_disambig).equals(only_disambig)
+    assert headline_rows(ITEMS)["item_id"].to_list() == ["a1"]

@@ -13,7 +13,7 @@ from compbias.stats.direction import direction_tests
 from compbias.stats.disambig import disambiguated
 from compbias.stats.emergence import expected_emergence
 from compbias.stats.floors import excess_emergence, noise_floor
-from compbias.stats.metrics import bias_scores
+from compbias.stats.metrics import bias_scores, headline_rows
 from compbias.stats.perplexity_stats import perplexity_summary
 from compbias.stats.regression import dose_response, sparsity_response, transition_model
 from compbias.stats.tables import TABLES  # noqa: F401 (the table names, re-exported)
@@ -47,6 +47,9 @@ def analyse(
     """
     settings = coerce_section(Analysis, "analysis", cfg)
     n_boot, seed = settings.n_boot, settings.seed
+    # bias scores and the disambiguated table cover every condition; the rest is the study's
+    # headline analysis of ambiguous contexts (metrics.headline_rows)
+    everything, answers, study_items = answers, headline_rows(answers), headline_rows(items)
     per_item = item_table(answers)
     shifts = probability_shifts(per_item, baseline)
     reg = dose_response(answers, variants)
@@ -54,16 +57,18 @@ def analyse(
     trans = transitions(per_item, baseline)
     if virtual is None:
         virtual = pl.DataFrame(schema=VIRTUAL_SCHEMA | {"model": pl.String, "variant": pl.String})
-    scores = bias_scores(answers, items)
+    scores = bias_scores(everything, items)
     out = {
         "bias_scores": scores,
-        "disambiguated": disambiguated(answers, items, baseline, scores),
+        "disambiguated": disambiguated(everything, items, baseline, scores),
         "items_by_variant": per_item,
         "transitions": trans,
         "role_flows": role_flows(per_item, baseline),
         "noise_floor": noise_floor(answers, baseline, n_seeds),
         "excess_emergence": excess_emergence(answers, baseline, n_seeds, n_boot, seed),
-        "expected_emergence": expected_emergence(virtual, items, baseline, trans, perturbation_controls(variants_cfg)),
+        "expected_emergence": expected_emergence(
+            virtual, study_items, baseline, trans, perturbation_controls(variants_cfg)
+        ),
         "direction_tests": direction_tests(answers, baseline),
         "probability_shift_items": shifts["items"],
         "probability_shifts": shifts["summary"],

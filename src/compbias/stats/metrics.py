@@ -28,6 +28,17 @@ def main_rows(answers: pl.DataFrame) -> pl.DataFrame:
     return answers.filter(~pl.col("placebo")) if "placebo" in answers.columns else answers
 
 
+def headline_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the study's headline analyses (rates, emergence, direction, regressions):
+    the ambiguous contexts, as in the reference study, when ``frame`` (answers or items) has
+    any; else all of it (a study of disambiguated contexts only). Disambiguated contexts have
+    their own tables (``bias_scores``, :mod:`compbias.stats.disambig`): there the biased option
+    is sometimes the correct answer, so pooling them would mix two different questions."""
+    if "condition" not in frame.columns or not (frame["condition"] == "ambig").any():
+        return frame
+    return frame.filter(pl.col("condition") == "ambig")
+
+
 def unresolved_expr() -> pl.Expr:
     """True for an answer on an item whose stereotyped target is unresolved.
 
@@ -158,7 +169,7 @@ def rates(answers: pl.DataFrame) -> pl.DataFrame:
     """
     role = pl.when(unresolved_expr() & (pl.col("role") != "invalid")).then(pl.lit("unresolved")).otherwise("role")
     per_seed = (
-        main_rows(answers)
+        headline_rows(main_rows(answers))
         .group_by([*KEYS, "seed"])
         .agg(pl.len().alias("n"), *((role == r).sum().alias(f"n_{r}") for r in ROLES))
         .with_columns(pl.col("^n.*$").cast(pl.Int64))
