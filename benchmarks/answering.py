@@ -20,6 +20,10 @@ all rates are per answer.
 
 from __future__ import annotations
 
+# first: importing compbias loads the optimized BLAS, which must precede MLX
+import compbias  # noqa: F401
+
+# isort: split
 import argparse
 import math
 import resource
@@ -33,7 +37,6 @@ import mlx.core as mx
 import numpy as np
 import polars as pl
 
-import compbias  # noqa: F401  (importing compbias loads the optimized BLAS before MLX)
 from benchmarks.memory import reset_hwm as reset_process_hwm
 from benchmarks.memory import vm_hwm_mb
 from compbias.data import bbq

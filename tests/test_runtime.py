@@ -5,7 +5,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import study_items
+from conftest import ROOT, study_items
 
 from compbias.compress.checkpoints import MANIFEST, build_checkpoint
 from compbias.inference.answering import answer_seed, score_items
@@ -18,6 +18,26 @@ def test_fast_blas_is_loaded_when_available():
     if find_blas() is None:
         pytest.skip("no optimized BLAS on this machine")
     assert active_blas() == find_blas()
+
+
+@pytest.mark.parametrize("first", ["benchmarks.answering", "compbias"])
+def test_entry_points_load_the_fast_blas_before_mlx(first):
+    # ruff's import sorting once put `import mlx.core` above `import compbias` in a benchmark,
+    # which then ran on the wheel's reference BLAS
+    if find_blas() is None:
+        pytest.skip("no optimized BLAS on this machine")
+    code = f"import {first}, sys\nfrom compbias.inference.runtime import active_blas\nprint(active_blas())"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == find_blas()
+
+
+def test_mlx_first_warns_that_the_fast_blas_is_not_used():
+    if find_blas() is None:
+        pytest.skip("no optimized BLAS on this machine")
+    code = "import mlx.core, warnings\nwarnings.simplefilter('error')\nimport compbias"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode != 0 and "imported before compbias" in run.stderr
 
 
 def test_cpu_defaults_to_float32_dequantized():

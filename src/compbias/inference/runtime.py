@@ -12,6 +12,7 @@ import glob
 import os
 import platform
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,18 @@ def use_fast_blas(setting: str | None = None) -> str | None:
     Importing ``compbias`` calls this, so every job, test and benchmark gets it.
     """
     global _LOADED
-    if _LOADED or "mlx.core" in sys.modules:
+    if _LOADED:
         return _LOADED
     lib = find_blas(setting or os.environ.get("COMPBIAS_BLAS", "auto"))
+    if "mlx.core" in sys.modules:
+        if lib is not None:
+            # too late: MLX already bound the wheel's reference BLAS (~10x slower matmuls)
+            warnings.warn(
+                f"mlx.core was imported before compbias: {lib} is not used; import compbias first",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return None
     if lib is not None:
         import ctypes
 
