@@ -490,7 +490,7 @@ def run(s: Settings) -> Measurement:
     ref_items = items.head(n_ref)
 
     runtime = resolve_runtime() if s.runtime == "auto" else resolve_runtime("native", False)
-    batch_tokens, max_batch = batch_limits(runtime, s.batch_tokens, s.max_batch)
+    batch_tokens, max_batch = batch_limits(runtime.device, s.batch_tokens, s.max_batch)
     with Stage() as load_st:
         model, tokenizer, config = load_model(s.model_dir, runtime)
     spec = PromptSpec()

@@ -1,5 +1,4 @@
-from compbias.inference.jobs import log_peak_memory
-from compbias.inference.memory import apply_budget, model_shape
+from compbias.inference.jobs import hold_to_budget, log_peak_memory
 from compbias.inference.perplexity import sequence_losses
 from compbias.inference.runtime import load_model, resolve_runtime, set_threads
 from compbias.io import read_parquet, write_parquet
@@ -11,8 +10,7 @@ with log_to(snakemake.log[0]) as log:
     cfg = study(snakemake.config).runtime
     runtime = resolve_runtime(cfg.compute_dtype, cfg.dequantize)
     budget = snakemake.resources.gpu_mem_mb
-    if runtime.device != "cpu" and budget:
-        apply_budget(budget, model_shape(snakemake.input.checkpoint).weights_mb)
+    hold_to_budget(runtime, snakemake.input.checkpoint, budget)
     model, _, _ = load_model(snakemake.input.checkpoint, runtime)
     corpus = read_parquet(snakemake.input.corpus)
     table = sequence_losses(model, corpus["tokens"].to_list(), snakemake.params.batch_size)

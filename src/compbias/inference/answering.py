@@ -159,8 +159,7 @@ def precomputed_seeds_in(path: str | Path) -> list[int]:
         raise FileNotFoundError(2, "no scores shard", str(path))
     if "answer_seeds" not in pl.read_parquet_schema(path):
         return []
-    first = pl.scan_parquet(path).select("answer_seeds").head(1).collect()
-    return [int(s) for s in first["answer_seeds"][0]] if first.height else []
+    return precomputed_seeds(pl.scan_parquet(path).select("answer_seeds").head(1).collect())
 
 
 def answer_seed(

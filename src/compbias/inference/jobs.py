@@ -31,14 +31,23 @@ def _limits(runtime, runtime_cfg: Runtime, checkpoint: str, gpu_mem_mb: int, max
     held to (:mod:`compbias.inference.memory`)."""
     from compbias.inference.runtime import batch_limits
 
-    limits = batch_limits(runtime, runtime_cfg.batch_tokens, runtime_cfg.max_batch)
-    if runtime.device == "cpu" or not gpu_mem_mb:
+    limits = batch_limits(runtime.device, runtime_cfg.batch_tokens, runtime_cfg.max_batch)
+    shape = hold_to_budget(runtime, checkpoint, gpu_mem_mb)
+    if shape is None:
         return limits
-    shape = memory.model_shape(checkpoint)
     fitted = memory.fit_batches(shape, gpu_mem_mb, *limits, max_tokens)
-    memory.apply_budget(gpu_mem_mb, shape.weights_mb)
     log.info("gpu_mem_mb %d: batch geometry %s (configured %s)", gpu_mem_mb, fitted, limits)
     return fitted
+
+
+def hold_to_budget(runtime, checkpoint: str, gpu_mem_mb: int) -> memory.ModelShape | None:
+    """On a GPU with a declared ``gpu_mem_mb``, hold MLX to it (:func:`memory.apply_budget`) and
+    return the checkpoint's :class:`memory.ModelShape`; None (nothing done) on CPU or without one."""
+    if runtime.device == "cpu" or not gpu_mem_mb:
+        return None
+    shape = memory.model_shape(checkpoint)
+    memory.apply_budget(gpu_mem_mb, shape.weights_mb)
+    return shape
 
 
 def log_peak_memory(gpu_mem_mb: int = 0) -> None:

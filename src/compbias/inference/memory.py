@@ -117,19 +117,22 @@ def _forward_bytes(shape: ModelShape, tokens: int, rows: int, context: int, logi
     return kv + activations + attention + logits
 
 
+def _process_mb(shape: ModelShape, working: float) -> int:
+    # weights, the CUDA context and the working set with what comes on top of it (WORKING_FACTOR)
+    return math.ceil(shape.weights_mb + PROCESS_OVERHEAD_MB + WORKING_FACTOR * working / _MB)
+
+
 def answering_mb(shape: ModelShape, batch_tokens: int, max_batch: int, max_tokens: int = 5) -> int:
     """Device memory (MiB) of a scores or answers job with this batch geometry: weights, one
     batch's working set (prompt pass, or continuation steps with their grown cache) and the
     process overhead."""
-    working = _forward_bytes(shape, batch_tokens, max_batch, MAX_PROMPT + max_tokens, max_batch)
-    return math.ceil(shape.weights_mb + PROCESS_OVERHEAD_MB + WORKING_FACTOR * working / _MB)
+    return _process_mb(shape, _forward_bytes(shape, batch_tokens, max_batch, MAX_PROMPT + max_tokens, max_batch))
 
 
 def perplexity_mb(shape: ModelShape, batch_size: int, seq_len: int) -> int:
     """Device memory (MiB) of a perplexity job: logits over every position of a batch."""
     tokens = batch_size * seq_len
-    working = _forward_bytes(shape, tokens, batch_size, seq_len, tokens)
-    return math.ceil(shape.weights_mb + PROCESS_OVERHEAD_MB + WORKING_FACTOR * working / _MB)
+    return _process_mb(shape, _forward_bytes(shape, tokens, batch_size, seq_len, tokens))
 
 
 def fit_batches(shape: ModelShape, budget_mb: int, batch_tokens: int, max_batch: int, max_tokens: int = 5):
@@ -174,13 +177,10 @@ def job_mb(kind: str, checkpoint: str | Path, study, scores: str | Path | None =
     shape = model_shape(checkpoint)
     if kind == "perplexity":
         return perplexity_mb(shape, study.perplexity.batch_size, study.perplexity.seq_len)
-    from compbias.inference.runtime import BATCH_DEFAULTS
+    from compbias.inference.runtime import batch_limits
 
-    tokens, rows = BATCH_DEFAULTS["cuda"]
-    runtime = study.runtime
-    tokens = tokens if runtime.batch_tokens == "auto" else int(runtime.batch_tokens)
-    rows = rows if runtime.max_batch == "auto" else int(runtime.max_batch)
-    return answering_mb(shape, tokens, rows, int(study.decoding.max_tokens))
+    limits = batch_limits("cuda", study.runtime.batch_tokens, study.runtime.max_batch)
+    return answering_mb(shape, *limits, int(study.decoding.max_tokens))
 
 
 def build_mb(source: str | Path) -> int:

@@ -161,9 +161,9 @@ def resolve_runtime(
 BATCH_DEFAULTS = {"cpu": (1024, 16), "metal": (8192, 64), "cuda": (32768, 256)}
 
 
-def batch_limits(runtime: Runtime, batch_tokens: int | str = "auto", max_batch: int | str = "auto") -> tuple[int, int]:
-    """(batch_tokens, max_batch) for this runtime; ``auto`` takes the device's default."""
-    tokens, size = BATCH_DEFAULTS[runtime.device]
+def batch_limits(device: str, batch_tokens: int | str = "auto", max_batch: int | str = "auto") -> tuple[int, int]:
+    """(batch_tokens, max_batch) on ``device`` (a :class:`Runtime`'s); ``auto`` takes its default."""
+    tokens, size = BATCH_DEFAULTS[device]
     return (tokens if batch_tokens == "auto" else int(batch_tokens), size if max_batch == "auto" else int(max_batch))
 
 
