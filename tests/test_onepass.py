@@ -11,6 +11,7 @@ from compbias.inference.answering import (
     answer_seed,
     precompute_answers,
     precomputed_seeds,
+    score_and_answer,
     score_items,
 )
 from compbias.inference.decoder import Decoder
@@ -50,6 +51,27 @@ def test_precomputed_answers_equal_the_answers_jobs_own_decoding(loaded, order):
             assert fast.equals(own)  # every column, texts and probabilities included
             if order == "fixed":
                 assert set(own["method"]) == {"first_token", "continued"}  # both paths exercised
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("order", "batch_tokens", "max_batch"), [("fixed", 1024, 16), ("shuffled", 300, 3)])
+def test_answers_continued_from_the_scoring_cache_equal_the_two_pass_ones(loaded, order, batch_tokens, max_batch):
+    """The scores job's one prompt pass (continuing from each batch's own KV cache) gives the
+    table of scoring then continuing with a second prompt pass, whatever the batch geometry."""
+    model, tok, rt, items = loaded
+    spec = PromptSpec(option_order=order)
+    seeds = SEEDS if order == "fixed" else [SEEDS[0]]
+    dec = _decoder(model, tok, spec, max_batch=max_batch)
+    one = score_and_answer(model, tok, items, spec, seeds[0], seeds, dec, rt.as_dict(), batch_tokens, max_batch)
+    scores = score_items(model, tok, items, spec, seeds[0], 0.3)
+    two = precompute_answers(items, scores, seeds, _decoder(model, tok, spec), rt.as_dict())
+    if batch_tokens == 1024:  # the same prompt batches: the same table, probabilities included
+        assert one.equals(two)
+    # other batches change the probabilities' last bits, never an answer
+    answers = ["item_id", "answer_seeds", "answer_letters", "answer_texts", "top_ids"]
+    assert one.select(answers).equals(two.select(answers))
+    texts = [t for ts in one["answer_texts"] for t in ts if t is not None]
+    assert len(texts) >= 5, "too few answers continued to test the continuation"
 
 
 def test_group_seeds():

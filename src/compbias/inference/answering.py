@@ -3,7 +3,7 @@ run them: :mod:`compbias.inference.jobs`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +46,20 @@ def score_items(
     temperature: float,
     batch_tokens: int = 1024,
     max_batch: int = 16,
+    on_batch=None,
 ) -> pl.DataFrame:
     """Scores table of ``items``: item_id, perm, p_A/p_B/p_C by letter position, the sorted head
     of the sampling distribution (top_ids/top_probs) and prompt length.
 
     ``seed`` only matters for shuffled option order; with fixed order one table serves all seeds.
+    ``on_batch`` is passed to :func:`compbias.inference.scoring.score`.
     """
     from compbias.inference.sampling import letter_token_ids
     from compbias.inference.scoring import score
 
     tokens = spec.tokens(tokenizer, items, seed)
     letter_ids = letter_token_ids(tokenizer)
-    scores = score(model, tokens, temperature, letter_ids, batch_tokens, max_batch)
+    scores = score(model, tokens, temperature, letter_ids, batch_tokens, max_batch, on_batch)
     letter_of = {i: L for L, ids in letter_ids.items() for i in ids}
     perms = [list(prompts.permutation(spec.option_order, seed, i)) for i in items["item_id"]]
     return pl.concat([items.select("item_id"), scores], how="horizontal").with_columns(
@@ -83,21 +85,27 @@ def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
 
 
 def seed_outcomes(
-    table: Sequence[dict], seeds: Sequence[int], decoder: Decoder, n_vocab: int | None, dtype: str
+    table: Sequence[dict],
+    seeds: Sequence[int],
+    rng: str,
+    decode: Callable[[list[int], list[int], list[int | None]], list[tuple[str | None, str | None]]],
+    n_vocab: int | None,
+    dtype: str,
 ) -> dict[int, tuple[list[str | None], dict[int, str]]]:
     """Per seed: the letter of each row (None where the answer was continued) and the decoded
     text of each continued row (row index -> text).
 
-    First tokens are drawn from the stored heads (``table``: items joined with their scores);
-    the rows whose first token is not a bare letter, for every seed, are continued by one
-    decoder call, so an item continued for several seeds runs its prompt once.
+    First tokens are drawn with ``rng`` from the heads in ``table`` (rows with item_id,
+    top_ids, top_probs and top_letters); the rows whose first token is not a bare letter, for
+    every seed, are continued by one ``decode(rows, seeds, firsts)`` call (a
+    :class:`Decoder` method), so an item continued for several seeds runs its prompt once.
     """
     heads = Heads([r["item_id"] for r in table], [r["top_ids"] for r in table], [r["top_probs"] for r in table])
     letters: dict[int, list[str | None]] = {}
     pairs: list[tuple[int, int]] = []
     firsts: list[int | None] = []
     for seed in seeds:
-        draws = [None if k < 0 else int(k) for k in heads.draw(decoder.rng, seed, n_vocab, dtype=dtype)]
+        draws = [None if k < 0 else int(k) for k in heads.draw(rng, seed, n_vocab, dtype=dtype)]
         letters[seed] = [None if k is None else r["top_letters"][k] for r, k in zip(table, draws)]
         for i, letter in enumerate(letters[seed]):
             if letter is None:
@@ -105,12 +113,18 @@ def seed_outcomes(
                 firsts.append(None if draws[i] is None else table[i]["top_ids"][draws[i]])
     texts: dict[int, dict[int, str]] = {seed: {} for seed in seeds}
     if pairs:
-        decoded = decoder.decode_pairs([table[i] for _, i in pairs], [s for s, _ in pairs], firsts)
+        decoded = decode([i for _, i in pairs], [s for s, _ in pairs], firsts)
         for (seed, i), (text, letter) in zip(pairs, decoded):
             if letter is None:
                 texts[seed][i] = text
             letters[seed][i] = letter
     return {seed: (letters[seed], texts[seed]) for seed in seeds}
+
+
+def _rows_decoder(decoder: Decoder, table: Sequence[dict]):
+    """``decode`` for :func:`seed_outcomes` that continues rows of ``table`` with a second
+    prompt pass (:meth:`Decoder.decode_pairs`)."""
+    return lambda rows, seeds, firsts: decoder.decode_pairs([table[i] for i in rows], seeds, firsts)
 
 
 def _joined(items: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
@@ -131,19 +145,82 @@ def precompute_answers(
     order :func:`score_items` writes)."""
     joined = _joined(items, scores)
     n_vocab = joined["n_vocab"][0] if "n_vocab" in joined.columns else None
-    out = seed_outcomes(joined.to_dicts(), list(seeds), decoder, n_vocab, _logits_dtype(runtime))
-    n = joined.height
+    table = joined.to_dicts()
+    out = seed_outcomes(table, list(seeds), decoder.rng, _rows_decoder(decoder, table), n_vocab, _logits_dtype(runtime))
+    order = joined.select("item_id").with_row_index("_row")
+    aligned = scores.join(order, on="item_id", how="left").sort("_row").drop("_row")
+    return _with_answers(aligned, seeds, out, runtime)
+
+
+def _with_answers(
+    scores: pl.DataFrame, seeds: Sequence[int], out: Mapping[int, tuple[list, Mapping[int, str]]], runtime
+) -> pl.DataFrame:
+    """``scores`` (rows in the order of ``out``'s lists) with the answer columns of
+    :func:`precompute_answers`."""
+    n = scores.height
     letters = [[out[s][0][i] for s in seeds] for i in range(n)]
     texts = [[out[s][1].get(i) for s in seeds] for i in range(n)]
-    order = joined.select("item_id").with_row_index("_row")
-    aligned = scores.join(order, on="item_id", how="left").sort("_row")
-    return aligned.drop("_row").with_columns(
+    return scores.with_columns(
+        compute_dtype=pl.lit(runtime["compute_dtype"]), dequantized=pl.lit(runtime["dequantize"])
+    ).with_columns(
         answer_seeds=pl.Series([list(seeds)] * n, dtype=pl.List(pl.Int64)),
         answer_letters=pl.Series(letters, dtype=pl.List(pl.String)),
         answer_texts=pl.Series(texts, dtype=pl.List(pl.String)),
-        compute_dtype=pl.lit(runtime["compute_dtype"]),
-        dequantized=pl.lit(runtime["dequantize"]),
     )
+
+
+def score_and_answer(
+    model,
+    tokenizer,
+    items: pl.DataFrame,
+    spec: PromptSpec,
+    seed: int,
+    seeds: Sequence[int],
+    decoder: Decoder,
+    runtime: Mapping[str, Any],
+    batch_tokens: int = 1024,
+    max_batch: int = 16,
+) -> pl.DataFrame:
+    """:func:`score_items` and :func:`precompute_answers` in one prompt pass: each batch's
+    answers are drawn as soon as its distributions are known, and those whose first token is
+    not a bare letter are continued, for every seed in ``seeds``, from the batch's own KV
+    cache (:meth:`Decoder.continue_batch`), before the next batch. The table equals
+    ``precompute_answers(items, score_items(...), seeds, decoder, runtime)``; models whose
+    caches cannot be re-padded (sliding-window layers) take that two-pass path.
+    """
+    from compbias.inference.sampling import letter_token_ids
+
+    item_ids = items["item_id"].to_list()
+    letter_of = {i: L for L, ids in letter_token_ids(tokenizer).items() for i in ids}
+    seeds = list(seeds)
+    out: dict[int, tuple[list, dict[int, str]]] = {s: ([None] * len(item_ids), {}) for s in seeds}
+    dtype = _logits_dtype(runtime)
+    deferred: list[int] = []
+
+    def on_batch(batch, rows: dict[str, list]) -> None:
+        if batch.cache is None:
+            deferred.extend(batch.idx.tolist())
+            return
+        table = [
+            {"item_id": item_ids[i], "top_ids": t, "top_probs": p, "top_letters": [letter_of.get(x) for x in t]}
+            for i, t, p in zip(batch.idx, rows["top_ids"], rows["top_probs"])
+        ]
+
+        def decode(rows_, seeds_, firsts):
+            return decoder.continue_batch(batch, rows_, [table[j]["item_id"] for j in rows_], seeds_, firsts)
+
+        got = seed_outcomes(table, seeds, decoder.rng, decode, int(batch.logits.shape[1]), dtype)
+        for s in seeds:
+            for j, i in enumerate(batch.idx.tolist()):
+                out[s][0][i] = got[s][0][j]
+                if j in got[s][1]:
+                    out[s][1][i] = got[s][1][j]
+
+    temperature = decoder.temperature
+    scores = score_items(model, tokenizer, items, spec, seed, temperature, batch_tokens, max_batch, on_batch)
+    if deferred:
+        return precompute_answers(items, scores, seeds, decoder, dict(runtime))
+    return _with_answers(scores, seeds, out, runtime)
 
 
 def precomputed_seeds(scores: pl.DataFrame) -> list[int]:
@@ -191,7 +268,8 @@ def answer_seed(
         if decoder is None or runtime is None:
             raise ValueError(f"seed {seed}: not answered by the scores job; a decoder and runtime are needed")
         n_vocab = joined["n_vocab"][0] if "n_vocab" in joined.columns else None
-        letters, texts = seed_outcomes(table, [seed], decoder, n_vocab, _logits_dtype(runtime))[seed]
+        decode = _rows_decoder(decoder, table)
+        letters, texts = seed_outcomes(table, [seed], decoder.rng, decode, n_vocab, _logits_dtype(runtime))[seed]
     rows = []
     for i, row in enumerate(table):
         perm: Sequence[int] = row["perm"]

@@ -5,11 +5,9 @@ imported only when a continuation runs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from compbias.inference import prompts
 from compbias.inference.prompts import PromptSpec
@@ -28,9 +26,14 @@ class Decoder:
     batch_tokens: int = 1024
     max_batch: int = 16
     rng: str = "gumbel"
+    #: pairs continued together (at most one forward row each); default ``max_batch``
+    chunk_pairs: int = 0
     _model: Any = field(default=None, init=False)
     _tok: Any = field(default=None, init=False)
     _letter_of: dict[int, str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self):
+        self.chunk_pairs = self.chunk_pairs or self.max_batch
 
     def _ensure(self):
         if self._model is None:
@@ -64,7 +67,6 @@ class Decoder:
         from compbias.inference.scoring import batches
 
         model, tok = self._ensure()
-        letter_of = self._letter_of
         perms = [tuple(prompts.permutation(self.spec.option_order, s, r["item_id"])) for r, s in zip(rows, seeds)]
         prompt_of: dict[tuple[str, tuple[int, ...]], int] = {}
         members: list[list[int]] = []
@@ -88,11 +90,31 @@ class Decoder:
                 [rows[j]["item_id"] for j in pairs],
                 [seeds[j] for j in pairs],
                 [firsts[j] for j in pairs],
-                letter_of,
             )
-            for j, tk in zip(pairs, toks):
-                first_letter = firsts[j] is None and len(tk) == 1 and tk[0] in letter_of
-                out[j] = (None, letter_of[tk[0]]) if first_letter else (tok.decode(tk), None)
+            for j, outcome in zip(pairs, self._outcomes(toks, [firsts[j] for j in pairs])):
+                out[j] = outcome
+        return out
+
+    def continue_batch(
+        self, batch, rows: Sequence[int], item_ids: Sequence[str], seeds: Sequence[int], firsts: Sequence[int | None]
+    ) -> list[tuple[str | None, str | None]]:
+        """(text, letter) per pair, as :meth:`decode_pairs` gives them, continued from a batch
+        of the prompt pass that kept its KV cache (:class:`compbias.inference.scoring.PromptBatch`):
+        pair ``j`` continues the batch's row ``rows[j]``, so no prompt runs again."""
+        from compbias.inference.scoring import continuation_cache
+
+        model, _ = self._ensure()
+        cache_of = lambda r: continuation_cache(batch, r)  # noqa: E731
+        toks = self._continue(model, batch.logits, cache_of, rows, item_ids, seeds, firsts)
+        return self._outcomes(toks, firsts)
+
+    def _outcomes(self, toks: Sequence[list[int]], firsts: Sequence[int | None]) -> list[tuple[str | None, str | None]]:
+        """(text, letter) of each pair's tokens: a bare letter the decoder drew itself as the
+        first token is a first-token answer; anything else is decoded text."""
+        out = []
+        for tk, first in zip(toks, firsts):
+            first_letter = first is None and len(tk) == 1 and tk[0] in self._letter_of
+            out.append((None, self._letter_of[tk[0]]) if first_letter else (self._tok.decode(tk), None))
         return out
 
     def _decode_batch(
@@ -103,10 +125,9 @@ class Decoder:
         item_ids: list[str],
         seeds: list[int],
         firsts: list[int | None],
-        letter_of: Mapping[int, str],
     ) -> list[list[int]]:
-        """Tokens of every pair: one prompt pass over ``ids``, then pairs (their prompt's row
-        ``source``) decoded in chunks of at most ``max_batch`` rows."""
+        """Tokens of every pair: one prompt pass over ``ids``, then the pairs (their prompt's row
+        ``source``) continued from its cache (:meth:`_continue`)."""
         import mlx.core as mx
         from mlx_lm.models.cache import BatchKVCache
 
@@ -117,43 +138,77 @@ class Decoder:
         tokens = mx.array([[0] * p + t for p, t in zip(pad, ids)])
         cache = [BatchKVCache(pad) for _ in model.layers]
         logits = logits_at(model, tokens, cache, mx.full((len(ids), 1, 1), width - 1))
-        if source == list(range(len(ids))):  # one pair per prompt: decode in place
-            return self._steps(model, logits, cache, item_ids, seeds, firsts, letter_of)
-        out: list[list[int]] = []
-        for c in range(0, len(source), self.max_batch):
-            rows = mx.array(source[c : c + self.max_batch])
+
+        def rows_of(rows: list[int]) -> list:
             sub = []
             for layer in cache:
                 copy = BatchKVCache([0] * len(ids))
                 copy.state = layer.state
-                copy.filter(rows)  # gathers (repeats) rows into new arrays; ``layer`` is unchanged
+                copy.filter(mx.array(rows))  # gathers rows into new arrays; ``layer`` is unchanged
                 sub.append(copy)
-            part = slice(c, c + self.max_batch)
-            out += self._steps(model, logits[rows], sub, item_ids[part], seeds[part], firsts[part], letter_of)
-        return out
+            return sub
 
-    def _steps(self, model, logits, cache, item_ids, seeds, firsts, letter_of) -> list[list[int]]:
-        """Sample up to ``max_tokens`` steps from ``logits`` and the prompt ``cache``, one row per pair."""
+        return self._continue(model, logits, rows_of, source, item_ids, seeds, firsts)
+
+    def _continue(self, model, logits, cache_of, source, item_ids, seeds, firsts) -> list[list[int]]:
+        """Tokens of every pair, continuing row ``source[j]`` of the prompts' ``logits``; pairs go
+        in chunks of at most ``chunk_pairs``, each starting from ``cache_of(rows)``, the KV cache
+        (mlx_lm BatchKVCache per layer) of the distinct prompt rows it continues."""
         import mlx.core as mx
 
+        out: list[list[int]] = []
+        for c in range(0, len(source), self.chunk_pairs):
+            part = slice(c, c + self.chunk_pairs)
+            rows = sorted(set(source[part]))
+            at = {r: i for i, r in enumerate(rows)}
+            node = [at[r] for r in source[part]]
+            sub = logits[mx.array(rows)]
+            out += self._steps(model, sub, cache_of(rows), node, item_ids[part], seeds[part], firsts[part])
+        return out
+
+    def _steps(self, model, logits, cache, node, item_ids, seeds, firsts) -> list[list[int]]:
+        """Sample up to ``max_tokens`` steps per pair, pair ``j`` starting from row ``node[j]`` of
+        ``logits`` and ``cache``.
+
+        Pairs whose tokens so far are the same (seeds of one item that drew the same tokens)
+        share one row of the next forward: the rows of a step are the distinct (row, token)
+        continuations, and every pair still samples with its own keys (seed, item, step).
+        """
+        import mlx.core as mx
+
+        letter_of = self._letter_of
         eos = set(getattr(self._tok, "eos_token_ids", None) or [self._tok.eos_token_id])
-        out: list[list[int]] = [[] for _ in item_ids]
-        done = [False] * len(item_ids)
+        n = len(item_ids)
+        out: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        node = list(node)
         for step in range(self.max_tokens):
-            nxt = next_tokens(self.rng, logits, self.temperature, seeds, item_ids, step)
+            live = [j for j in range(n) if not done[j]]
+            rows = logits[mx.array([node[j] for j in live])]
+            live_seeds, live_items = [seeds[j] for j in live], [item_ids[j] for j in live]
+            drawn = next_tokens(self.rng, rows, self.temperature, live_seeds, live_items, step)
+            nxt = dict(zip(live, drawn.tolist()))
             if step == 0:
-                nxt = np.array([f if f is not None else t for f, t in zip(firsts, nxt)])
+                nxt = {j: t if firsts[j] is None else firsts[j] for j, t in nxt.items()}
                 # a bare letter drawn here (not by the scores) is a first-token answer
-                done = [f is None and t in letter_of for f, t in zip(firsts, nxt.tolist())]
-                for j in np.flatnonzero(done):
-                    out[j].append(int(nxt[j]))
-            for j, t in enumerate(nxt.tolist()):
+                for j, t in nxt.items():
+                    if firsts[j] is None and t in letter_of:
+                        done[j] = True
+                        out[j].append(t)
+            for j in live:
                 if not done[j]:
-                    if t in eos:
+                    if nxt[j] in eos:
                         done[j] = True
                     else:
-                        out[j].append(t)
+                        out[j].append(nxt[j])
             if all(done) or step + 1 == self.max_tokens:
                 break
-            logits = model(mx.array(nxt)[:, None], cache=cache)[:, -1]
+            branch: dict[tuple[int, int], int] = {}
+            for j in range(n):
+                if not done[j]:
+                    node[j] = branch.setdefault((node[j], nxt[j]), len(branch))
+            parents = mx.array([r for r, _ in branch])
+            for layer in cache:
+                layer.filter(parents)  # repeats or drops rows: one per distinct continuation
+            logits = model(mx.array([t for _, t in branch])[:, None], cache=cache)[:, -1]
         return out

@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from compbias.inference import memory, prompts
-from compbias.inference.answering import answer_seed, precompute_answers, precomputed_seeds, score_items
+from compbias.inference.answering import answer_seed, precomputed_seeds, score_and_answer, score_items
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
 from compbias.settings import Decoding, Prompt, Runtime, coerce_section
@@ -89,8 +89,8 @@ def scores_job(
     """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``.
     Config sections are :mod:`compbias.settings` dataclasses (or their mappings).
 
-    With ``seeds`` the job also answers them (:func:`precompute_answers`), continuing from the
-    model it has loaded, so their answers jobs load no model."""
+    With ``seeds`` the job also answers them in the same prompt pass (:func:`score_and_answer`),
+    so their answers jobs load no model."""
     from compbias.inference.runtime import load_model
 
     decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
@@ -100,17 +100,19 @@ def scores_job(
     seed = int(group.split("=")[1]) if group.startswith("seed=") else 0
     shard_items = items.filter(pl.col("shard") == shard)
     spec = _spec(prompt_cfg, decoding)
-    scores = score_items(model, tokenizer, shard_items, spec, seed, float(decoding.temperature), *limits)
     run = runtime.as_dict()
-    scores = scores.with_columns(compute_dtype=pl.lit(run["compute_dtype"]), dequantized=pl.lit(run["dequantize"]))
-    if not seeds or shard_items.height == 0:
-        return scores
-    decoder = _decoder(lambda: (model, tokenizer), spec, decoding, limits)
-    return precompute_answers(shard_items, scores, seeds, decoder, run)
+    if seeds and shard_items.height:
+        decoder = _decoder(lambda: (model, tokenizer), spec, decoding, limits, runtime.device)
+        return score_and_answer(model, tokenizer, shard_items, spec, seed, seeds, decoder, run, *limits)
+    scores = score_items(model, tokenizer, shard_items, spec, seed, float(decoding.temperature), *limits)
+    return scores.with_columns(compute_dtype=pl.lit(run["compute_dtype"]), dequantized=pl.lit(run["dequantize"]))
 
 
-def _decoder(load, spec: PromptSpec, decoding: Decoding, limits: tuple[int, int]) -> Decoder:
-    return Decoder(load, spec, float(decoding.temperature), int(decoding.max_tokens), *limits, rng=decoding.rng)
+def _decoder(load, spec: PromptSpec, decoding: Decoding, limits: tuple[int, int], device: str) -> Decoder:
+    from compbias.inference.runtime import chunk_pairs
+
+    pairs = chunk_pairs(device, limits[1])
+    return Decoder(load, spec, float(decoding.temperature), int(decoding.max_tokens), *limits, decoding.rng, pairs)
 
 
 def group_seeds(group: str, seeds: Sequence[int]) -> list[int]:
@@ -140,5 +142,6 @@ def answers_job(
         return answer_seed(shard_items, scores, seed, None, decoding.parser)
     runtime = _setup(runtime_cfg, threads)
     limits = _limits(runtime, runtime_cfg, checkpoint, gpu_mem_mb, int(decoding.max_tokens))
-    decoder = _decoder(lambda: load_model(checkpoint, runtime)[:2], _spec(prompt_cfg, decoding), decoding, limits)
+    load = lambda: load_model(checkpoint, runtime)[:2]  # noqa: E731
+    decoder = _decoder(load, _spec(prompt_cfg, decoding), decoding, limits, runtime.device)
     return answer_seed(shard_items, scores, seed, decoder, decoding.parser, runtime.as_dict())

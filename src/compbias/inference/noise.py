@@ -75,11 +75,19 @@ def row_keys(keys: np.ndarray, seed: int | np.ndarray, step: int = 0) -> np.ndar
         return _mix(np.asarray(keys, dtype=np.uint64) ^ salt)
 
 
-def gumbel(rows: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
-    """Standard Gumbel noise G(row key, token id), shape ``token_ids.shape`` (rows along axis 0)."""
+def token_keys(token_ids: np.ndarray) -> np.ndarray:
+    """The token's part of every Gumbel key (:func:`gumbel`), which callers drawing many seeds
+    over the same tokens can compute once."""
     tok = np.asarray(token_ids).astype(np.uint64)
     with np.errstate(over="ignore"):
-        bits = _mix(rows.reshape(-1, *([1] * (tok.ndim - 1))) ^ _mix(tok * _GOLDEN + _GOLDEN))
+        return _mix(tok * _GOLDEN + _GOLDEN)
+
+
+def gumbel(rows: np.ndarray, token_ids: np.ndarray, token_keys_: np.ndarray | None = None) -> np.ndarray:
+    """Standard Gumbel noise G(row key, token id), shape ``token_ids.shape`` (rows along axis 0);
+    ``token_keys_``, if given, is :func:`token_keys` of ``token_ids``."""
+    tok = token_keys(token_ids) if token_keys_ is None else token_keys_
+    bits = _mix(rows.reshape(-1, *([1] * (tok.ndim - 1))) ^ tok)
     u = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)  # in (0, 1)
     return -np.log(-np.log(u))
 

@@ -167,6 +167,17 @@ def batch_limits(device: str, batch_tokens: int | str = "auto", max_batch: int |
     return (tokens if batch_tokens == "auto" else int(batch_tokens), size if max_batch == "auto" else int(max_batch))
 
 
+#: Continued answers decoded together, per prompt of ``max_batch``: a decode step is one token
+#: per row, cheap next to a prompt batch, and on a CPU small steps waste the BLAS; pairs sharing
+#: their tokens so far share a row (:meth:`compbias.inference.decoder.Decoder._steps`).
+DECODE_PAIRS_PER_PROMPT = {"cpu": 8, "metal": 2, "cuda": 1}
+
+
+def chunk_pairs(device: str, max_batch: int) -> int:
+    """Continued answers decoded together on ``device`` with prompt batches of ``max_batch``."""
+    return DECODE_PAIRS_PER_PROMPT[device] * max_batch
+
+
 def load_model(path: str | Path, runtime: Runtime):
     """Load an MLX checkpoint with mlx_lm and apply the runtime's dtype/dequantize choice.
 

@@ -24,6 +24,7 @@ from compbias.inference.noise import (
     reference_noise,
     reference_uniform,
     row_keys,
+    token_keys,
     uniform,
 )
 
@@ -149,6 +150,7 @@ class Heads:
         #: the head holds every token a Gumbel draw can pick (mass >= HEAD_MASS)
         self.complete = self.cum[:, -1] >= HEAD_MASS
         self._keys: np.ndarray | None = None
+        self._token_keys: np.ndarray | None = None
 
     def draw(
         self, rng: str, seed: int, n_vocab: int | None = None, step: int = 0, dtype: str = "float32"
@@ -167,8 +169,8 @@ class Heads:
             return np.where((pos < (self.ids >= 0).sum(axis=1)), pos, -1)
         if rng == "gumbel":
             if self._keys is None:
-                self._keys = item_keys(self.item_ids)
-            noise = gumbel(row_keys(self._keys, seed, step), np.maximum(self.ids, 0))
+                self._keys, self._token_keys = item_keys(self.item_ids), token_keys(np.maximum(self.ids, 0))
+            noise = gumbel(row_keys(self._keys, seed, step), np.maximum(self.ids, 0), self._token_keys)
         elif reference_algorithm() == "icdf":
             return self._reference_icdf(reference_uniform(seed, step))
         else:

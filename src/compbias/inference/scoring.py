@@ -8,7 +8,8 @@ Only the hidden state at each prompt's last token goes through the LM head.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
@@ -63,29 +64,95 @@ def logits_at(model, inputs: mx.array, cache, last: mx.array) -> mx.array:
     return mx.take_along_axis(model(inputs, cache=cache), last, axis=1)[:, 0]
 
 
-def _prefix_cache(model, prefix: Sequence[int]):
-    """KV cache of ``prefix`` (None when the model's caches cannot be shared across a batch)."""
+def _plain_kv(model) -> bool:
+    """Whether every layer of ``model`` uses mlx_lm's plain KVCache (whose rows can be shared,
+    repeated and re-padded); sliding-window or hybrid caches cannot."""
     from mlx_lm.models.cache import KVCache, make_prompt_cache
 
-    if not prefix:
+    return all(type(c) is KVCache for c in make_prompt_cache(model))
+
+
+def _prefix_cache(model, prefix: Sequence[int]):
+    """KV cache of ``prefix`` (None when it is empty or the model's caches cannot be shared
+    across a batch)."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    if not prefix or not _plain_kv(model):
         return None
     cache = make_prompt_cache(model)
-    if not all(type(c) is KVCache for c in cache):
-        return None
     model(mx.array(prefix)[None], cache=cache)
     mx.eval([c.state for c in cache])
     return [c.state for c in cache]
 
 
-def _batch_cache(states, size: int):
+def _batch_cache(states, size: int, layers: int):
+    """Per-layer KVCache of a batch: the prefix ``states`` repeated ``size`` times, or empty
+    caches (``layers`` of them) when there is no prefix."""
     from mlx_lm.models.cache import KVCache
 
+    if states is None:
+        return [KVCache() for _ in range(layers)]
     caches = []
     for keys, values, offset in states:
         c = KVCache()
         c.state = (mx.repeat(keys[..., :offset, :], size, 0), mx.repeat(values[..., :offset, :], size, 0), offset)
         caches.append(c)
     return caches
+
+
+@dataclass
+class PromptBatch:
+    """One batch of the prompt pass: prompt indices, their next-token logits (MLX, float32)
+    and, when kept, the batch's right-padded KV cache (row ``r`` holds ``lengths[r]`` real
+    positions, shared prefix included), from which answers can be continued
+    (:func:`continuation_cache`)."""
+
+    idx: np.ndarray
+    logits: mx.array
+    cache: list | None
+    lengths: list[int]
+
+
+def prompt_batches(
+    model, token_lists: Sequence[Sequence[int]], batch_tokens: int = 1024, max_batch: int = 16, keep_cache=False
+) -> Iterator[PromptBatch]:
+    """The prompt pass in length-sorted batches (:func:`batches`), one :class:`PromptBatch` each.
+
+    ``keep_cache`` keeps each batch's KV cache (models with plain KV caches only; otherwise
+    ``cache`` is None). On a GPU the next batch is launched before a batch is yielded, so it
+    runs while the caller works on this one.
+    """
+    n_prefix = common_prefix(token_lists) if len(token_lists) > 1 else len(token_lists[0]) - 1
+    states = _prefix_cache(model, token_lists[0][:n_prefix])
+    if states is None:
+        n_prefix = 0
+    keep = keep_cache and _plain_kv(model)
+    suffixes = [t[n_prefix:] for t in token_lists]
+    lengths = [len(s) for s in suffixes]
+
+    def launch(idx: np.ndarray) -> PromptBatch:
+        width = max(lengths[i] for i in idx)
+        tokens = np.zeros((len(idx), width), dtype=np.int32)
+        for row, i in enumerate(idx):
+            tokens[row, : lengths[i]] = suffixes[i]
+        last = mx.array([lengths[i] - 1 for i in idx])[:, None, None]
+        cache = _batch_cache(states, len(idx), len(model.layers)) if states is not None or keep else None
+        logits = logits_at(model, mx.array(tokens), cache, last).astype(mx.float32)
+        mx.async_eval(logits)
+        return PromptBatch(idx, logits, cache if keep else None, [n_prefix + lengths[i] for i in idx])
+
+    overlap = mx.default_device() != mx.cpu
+    pending = None
+    for idx in batches(lengths, batch_tokens, max_batch):
+        if not overlap:
+            yield launch(idx)
+            continue
+        current = launch(idx)
+        if pending is not None:
+            yield pending
+        pending = current
+    if pending is not None:
+        yield pending
 
 
 def last_logits(
@@ -95,37 +162,29 @@ def last_logits(
 
     The logits of a prompt are those after its last token, as ``mlx_lm.generate`` would sample.
     """
-    n_prefix = common_prefix(token_lists) if len(token_lists) > 1 else len(token_lists[0]) - 1
-    states = _prefix_cache(model, token_lists[0][:n_prefix])
-    if states is None:
-        n_prefix = 0
-    suffixes = [t[n_prefix:] for t in token_lists]
-    lengths = [len(s) for s in suffixes]
+    for batch in prompt_batches(model, token_lists, batch_tokens, max_batch):
+        yield batch.idx, np.array(batch.logits)
 
-    def launch(idx: np.ndarray) -> mx.array:
-        width = max(lengths[i] for i in idx)
-        tokens = np.zeros((len(idx), width), dtype=np.int32)
-        for row, i in enumerate(idx):
-            tokens[row, : lengths[i]] = suffixes[i]
-        last = mx.array([lengths[i] - 1 for i in idx])[:, None, None]
-        cache = _batch_cache(states, len(idx)) if states is not None else None
-        logits = logits_at(model, mx.array(tokens), cache, last).astype(mx.float32)
-        mx.async_eval(logits)
-        return logits
 
-    # On a GPU the next batch runs while the caller works on this one's logits on the CPU.
-    overlap = mx.default_device() != mx.cpu
-    pending = None
-    for idx in batches(lengths, batch_tokens, max_batch):
-        if not overlap:
-            yield idx, np.array(launch(idx))
-            continue
-        current = (idx, launch(idx))
-        if pending is not None:
-            yield pending[0], np.array(pending[1])
-        pending = current
-    if pending is not None:
-        yield pending[0], np.array(pending[1])
+def continuation_cache(batch: PromptBatch, rows: Sequence[int]) -> list:
+    """mlx_lm BatchKVCache per layer for continuing rows ``rows`` (repeats allowed) of a kept
+    batch cache: the rows gathered, then their right padding rolled to the left
+    (``BatchKVCache.prepare(right_padding=...)`` and ``finalize``), as mlx_lm's batch generator
+    does, so each row continues at its own position with its padding masked."""
+    from mlx_lm.models.cache import BatchKVCache
+
+    lengths = [batch.lengths[r] for r in rows]
+    width = max(lengths)
+    take = mx.array(list(rows))
+    out = []
+    for layer in batch.cache:
+        keys, values, _ = layer.state
+        c = BatchKVCache([0] * len(rows))
+        c.state = (keys[take, :, :width], values[take, :, :width], mx.array([width] * len(rows)), c.left_padding, width)
+        c.prepare(right_padding=[width - n for n in lengths])
+        c.finalize()
+        out.append(c)
+    return out
 
 
 def distribution_rows(
@@ -165,18 +224,25 @@ def score(
     letter_ids: dict[str, list[int]],
     batch_tokens: int = 1024,
     max_batch: int = 16,
+    on_batch: Callable[[PromptBatch, dict[str, list]], None] | None = None,
 ) -> pl.DataFrame:
     """Scores of each prompt in input order: p_A/p_B/p_C (letter positions), head of the
-    distribution, and prompt length."""
+    distribution, and prompt length.
+
+    ``on_batch(batch, rows)`` is called with each :class:`PromptBatch` (its KV cache kept) and
+    its :func:`distribution_rows` before the next batch is yielded, to continue answers from it."""
     n = len(token_lists)
     p_letters: list = [None] * n
     top_ids: list = [None] * n
     top_probs: list = [None] * n
     n_vocab = 0
-    for idx, logits in last_logits(model, token_lists, batch_tokens, max_batch):
+    for batch in prompt_batches(model, token_lists, batch_tokens, max_batch, keep_cache=on_batch is not None):
+        logits = np.array(batch.logits)
         rows = distribution_rows(logits, temperature, letter_ids)
         n_vocab = logits.shape[1]
-        for j, i in enumerate(idx):
+        if on_batch is not None:
+            on_batch(batch, rows)
+        for j, i in enumerate(batch.idx):
             p_letters[i], top_ids[i], top_probs[i] = (rows["p_letters"][j], rows["top_ids"][j], rows["top_probs"][j])
     pl_arr = np.array(p_letters, dtype=np.float64).reshape(n, 3)
     return pl.DataFrame(
