@@ -32,6 +32,10 @@ WORKING_FACTOR = 3.5
 MAX_PROMPT = 1024
 #: Tokens of the shared prompt prefix whose KV cache is repeated per row.
 PREFIX_ALLOWANCE = 128
+#: KV positions per row of continued decoding beyond the prefix: the scores job continues
+#: ``max_batch`` pairs at a time from a batch's cache (BBQ prompt suffixes are ~60-300 tokens, and
+#: pairs that share their tokens share a row).
+CONTINUATION_WIDTH = 128
 _BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "U8": 1, "I32": 4, "U32": 4, "I64": 8}
 _MB = 2**20
 
@@ -106,11 +110,14 @@ def model_shape(checkpoint: str | Path) -> ModelShape:
     )
 
 
-def _forward_bytes(shape: ModelShape, tokens: int, rows: int, context: int, logit_rows: int) -> float:
+def _forward_bytes(
+    shape: ModelShape, tokens: int, rows: int, context: int, logit_rows: int, kept_tokens: int = 0
+) -> float:
     """Working set of one forward over ``tokens`` (padded) tokens in ``rows`` rows of up to
-    ``context`` positions, with the LM head on ``logit_rows`` positions (float32 logits)."""
+    ``context`` positions, with the LM head on ``logit_rows`` positions (float32 logits), while
+    the KV cache of ``kept_tokens`` more positions is held."""
     b = shape.dtype_bytes
-    kv = 2 * shape.layers * shape.kv_dim * b * (tokens + rows * PREFIX_ALLOWANCE)
+    kv = 2 * shape.layers * shape.kv_dim * b * (tokens + rows * PREFIX_ALLOWANCE + kept_tokens)
     activations = tokens * (3 * shape.intermediate + 4 * shape.hidden) * b
     attention = shape.heads * tokens * min(context, tokens) * 4
     logits = 3 * logit_rows * shape.vocab * 4
@@ -123,10 +130,13 @@ def _process_mb(shape: ModelShape, working: float) -> int:
 
 
 def answering_mb(shape: ModelShape, batch_tokens: int, max_batch: int, max_tokens: int = 5) -> int:
-    """Device memory (MiB) of a scores or answers job with this batch geometry: weights, one
-    batch's working set (prompt pass, or continuation steps with their grown cache) and the
-    process overhead."""
-    return _process_mb(shape, _forward_bytes(shape, batch_tokens, max_batch, MAX_PROMPT + max_tokens, max_batch))
+    """Device memory (MiB) of a scores or answers job with this batch geometry: weights, the
+    process overhead and the working set of a prompt batch while the previous batch's cache is
+    kept and its answers are continued from it (``max_batch`` rows of
+    :data:`CONTINUATION_WIDTH` positions)."""
+    kept = batch_tokens + max_batch * CONTINUATION_WIDTH
+    working = _forward_bytes(shape, batch_tokens, max_batch, MAX_PROMPT + max_tokens, max_batch, kept)
+    return _process_mb(shape, working)
 
 
 def perplexity_mb(shape: ModelShape, batch_size: int, seq_len: int) -> int:
