@@ -40,10 +40,11 @@ import polars as pl
 from benchmarks.memory import reset_hwm as reset_process_hwm
 from benchmarks.memory import vm_hwm_mb
 from compbias.data import bbq
-from compbias.inference.answering import answer_seed, score_and_answer, score_items
+from compbias.inference.answering import answer_seed, precompute_answers, score_and_answer, score_items
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import batch_limits, chunk_pairs, load_model, resolve_runtime, set_threads
+from compbias.inference.runtime import continuation as resolve_continuation
 from compbias.inference.sampling import LETTERS, parse_letter
 
 STUDY_SEEDS = [42, 123, 456, 789, 1024]
@@ -280,23 +281,34 @@ class TimedDecoder(Decoder):
         return self._timed(super().continue_batch, batch, rows, item_ids, seeds, firsts)
 
 
-def run_compbias(model, tokenizer, items, seeds, temp, runtime, batch_tokens, max_batch):
-    """(c): what a scores job and its answers jobs do: one prompt pass (fixed option order) that
-    answers every seed, continuing from each batch's KV cache (score_and_answer), then
-    answer_seed per seed from that table. ``score_seconds`` is the prompt pass without the
-    continuations (``decode_seconds``)."""
+def run_compbias(model, tokenizer, items, seeds, temp, runtime, batch_tokens, max_batch, continuation="auto"):
+    """(c): what a scores job and its answers jobs do: the scores job answers every seed
+    (``runtime.continuation``: batch_cache continues from each prompt batch's KV cache in the
+    same pass, score_and_answer; second_pass runs the prompts of the answers to continue once
+    more, precompute_answers), then answer_seed per seed from that table. ``score_seconds`` is
+    the prompt pass without the continuations (``decode_seconds``)."""
     spec = PromptSpec()
-    pairs = chunk_pairs(runtime.device, max_batch)
-    decoder = TimedDecoder(lambda: (model, tokenizer), spec, temp, 5, batch_tokens, max_batch, chunk_pairs=pairs)
+    mode = resolve_continuation(runtime.device, continuation)
+    share = mode == "batch_cache"
+    pairs = chunk_pairs(runtime.device, max_batch) if share else max_batch
+    decoder = TimedDecoder(
+        lambda: (model, tokenizer), spec, temp, 5, batch_tokens, max_batch, chunk_pairs=pairs, share_rows=share
+    )
     with Stage() as st:
         t0 = time.perf_counter()
-        pre = score_and_answer(
-            model, tokenizer, items, spec, seeds[0], seeds, decoder, runtime.as_dict(), batch_tokens, max_batch
-        )
+        run = runtime.as_dict()
+        if share:
+            pre = score_and_answer(
+                model, tokenizer, items, spec, seeds[0], seeds, decoder, run, batch_tokens, max_batch
+            )
+        else:
+            scores = score_items(model, tokenizer, items, spec, seeds[0], temp, batch_tokens, max_batch)
+            pre = precompute_answers(items, scores, seeds, decoder, run)
         answers = pl.concat([answer_seed(items, pre, s, None, "lenient") for s in seeds])
         st.decode_seconds = decoder.seconds
         st.score_seconds = time.perf_counter() - t0 - decoder.seconds
         st.answer_seconds = decoder.seconds
+        st.continuation = mode
     return pre, answers, st
 
 
@@ -393,6 +405,7 @@ class Settings:
     threads: int | None = None
     exact_items: int = 10
     skip: frozenset[str] = frozenset()
+    continuation: str = "auto"
 
 
 def parse(argv=None) -> Settings:
@@ -427,6 +440,12 @@ def parse(argv=None) -> Settings:
         help="also time (a) on this many items with the checkpoint in its native dtype",
     )
     ap.add_argument("--batch-tokens", default="auto", help="(c), as runtime.batch_tokens")
+    ap.add_argument(
+        "--continuation",
+        default="auto",
+        choices=["auto", "batch_cache", "second_pass"],
+        help="(c), as runtime.continuation",
+    )
     ap.add_argument("--max-batch", default="auto", help="(c), as runtime.max_batch")
     ap.add_argument("--prefill-batch-size", type=int, default=8, help="(b): BatchGenerator's")
     ap.add_argument("--completion-batch-size", type=int, default=32, help="(b): BatchGenerator's")
@@ -542,7 +561,9 @@ def run(s: Settings) -> Measurement:
             prefill_batch_size=s.prefill_batch_size,
             completion_batch_size=s.completion_batch_size,
         )
-    scores, answers, c_st = run_compbias(model, tokenizer, items, seeds, s.temp, runtime, batch_tokens, max_batch)
+    scores, answers, c_st = run_compbias(
+        model, tokenizer, items, seeds, s.temp, runtime, batch_tokens, max_batch, s.continuation
+    )
     max_dev = exactness(model, prompts_all, scores, letter_token_ids(tokenizer), s.temp, s.exact_items)
     native = None
     if s.native_ref_items > 0 and s.runtime == "auto":

@@ -97,3 +97,12 @@ def test_workflow_jobs_keep_an_installed_torch_out(tiny_model, tmp_path):
     # without it (a library user), transformers imports the installed torch with the tokenizer code
     plain = _job_process({"COMPBIAS_NO_TORCH": "0"}, tiny_model, tmp_path)
     assert plain.returncode != 0 and "torch was imported" in plain.stderr
+
+
+def test_continuation_defaults_by_device():
+    from compbias.inference.runtime import chunk_pairs, continuation
+
+    assert continuation("cpu") == "batch_cache"
+    assert continuation("cuda") == continuation("metal") == "second_pass"
+    assert continuation("cuda", "batch_cache") == "batch_cache"
+    assert chunk_pairs("cpu", 16) == 128 and chunk_pairs("cuda", 256) == 256

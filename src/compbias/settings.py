@@ -51,6 +51,7 @@ class Runtime:
     batch_tokens: int | str
     max_batch: int | str
     threads: int
+    continuation: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ class Decoder:
     rng: str = "gumbel"
     #: pairs continued together (at most one forward row each); default ``max_batch``
     chunk_pairs: int = 0
+    #: pairs with the same tokens so far share a forward row (else one row per pair throughout)
+    share_rows: bool = True
     _model: Any = field(default=None, init=False)
     _tok: Any = field(default=None, init=False)
     _letter_of: dict[int, str] = field(default_factory=dict, init=False)
@@ -159,9 +161,12 @@ class Decoder:
         out: list[list[int]] = []
         for c in range(0, len(source), self.chunk_pairs):
             part = slice(c, c + self.chunk_pairs)
-            rows = sorted(set(source[part]))
-            at = {r: i for i, r in enumerate(rows)}
-            node = [at[r] for r in source[part]]
+            if self.share_rows:
+                rows = sorted(set(source[part]))
+                at = {r: i for i, r in enumerate(rows)}
+                node = [at[r] for r in source[part]]
+            else:
+                rows, node = list(source[part]), list(range(len(source[part])))
             sub = logits[mx.array(rows)]
             out += self._steps(model, sub, cache_of(rows), node, item_ids[part], seeds[part], firsts[part])
         return out
@@ -170,9 +175,10 @@ class Decoder:
         """Sample up to ``max_tokens`` steps per pair, pair ``j`` starting from row ``node[j]`` of
         ``logits`` and ``cache``.
 
-        Pairs whose tokens so far are the same (seeds of one item that drew the same tokens)
-        share one row of the next forward: the rows of a step are the distinct (row, token)
-        continuations, and every pair still samples with its own keys (seed, item, step).
+        With ``share_rows``, pairs whose tokens so far are the same (seeds of one item that drew
+        the same tokens) share one row of the next forward: the rows of a step are the distinct
+        (row, token) continuations of unfinished pairs. Every pair samples with its own keys
+        (seed, item, step) either way.
         """
         import mlx.core as mx
 
@@ -183,8 +189,8 @@ class Decoder:
         done = [False] * n
         node = list(node)
         for step in range(self.max_tokens):
-            live = [j for j in range(n) if not done[j]]
-            rows = logits[mx.array([node[j] for j in live])]
+            live = [j for j in range(n) if not done[j] or not self.share_rows]
+            rows = logits[mx.array([node[j] for j in live])] if self.share_rows else logits
             live_seeds, live_items = [seeds[j] for j in live], [item_ids[j] for j in live]
             drawn = next_tokens(self.rng, rows, self.temperature, live_seeds, live_items, step)
             nxt = dict(zip(live, drawn.tolist()))
@@ -203,6 +209,9 @@ class Decoder:
                         out[j].append(nxt[j])
             if all(done) or step + 1 == self.max_tokens:
                 break
+            if not self.share_rows:  # every pair keeps its row, finished ones too
+                logits = model(mx.array([nxt[j] for j in range(n)])[:, None], cache=cache)[:, -1]
+                continue
             branch: dict[tuple[int, int], int] = {}
             for j in range(n):
                 if not done[j]:

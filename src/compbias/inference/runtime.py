@@ -178,6 +178,15 @@ def chunk_pairs(device: str, max_batch: int) -> int:
     return DECODE_PAIRS_PER_PROMPT[device] * max_batch
 
 
+def continuation(device: str, setting: str = "auto") -> str:
+    """``runtime.continuation`` on ``device``: ``batch_cache`` or ``second_pass`` (``auto``:
+    batch_cache on a CPU; on GPUs second_pass, since on an H200 the 7B-shaped benchmark
+    continued its answers about ten times slower from the batch caches)."""
+    if setting != "auto":
+        return setting
+    return "batch_cache" if device == "cpu" else "second_pass"
+
+
 def load_model(path: str | Path, runtime: Runtime):
     """Load an MLX checkpoint with mlx_lm and apply the runtime's dtype/dequantize choice.
 
