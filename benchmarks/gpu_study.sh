@@ -16,6 +16,8 @@ mkdir -p "$work"
 "$py" - "$root/config/config.yaml" "$work/study.yaml" "$work/model/bf16" "$data" <<'EOF'
 import sys, yaml
 config = yaml.safe_load(open(sys.argv[1]))
+# offline: the demo's perplexity corpus (the paper config's wikitext needs the hub)
+config["perplexity"] = yaml.safe_load(open(sys.argv[1].replace("config.yaml", "demo.yaml")))["perplexity"]
 config["models"] = {"mistral-7b-shaped": sys.argv[3]}
 config["dataset"] = {**config["dataset"], "source": "jsonl", "path": sys.argv[4]}
 config["shards"] = 1

@@ -35,13 +35,14 @@ def _setup(runtime_cfg: Runtime, threads: int):
 def _limits(runtime, runtime_cfg: Runtime, checkpoint: str, gpu_mem_mb: int, max_tokens: int) -> tuple[int, int]:
     """The batch geometry, on a GPU shrunk to fit the job's declared memory, which MLX is then
     held to (:mod:`compbias.inference.memory`)."""
-    from compbias.inference.runtime import batch_limits
+    from compbias.inference.runtime import batch_limits, continuation
 
     limits = batch_limits(runtime.device, runtime_cfg.batch_tokens, runtime_cfg.max_batch)
     shape = hold_to_budget(runtime, checkpoint, gpu_mem_mb)
     if shape is None:
         return limits
-    fitted = memory.fit_batches(shape, gpu_mem_mb, *limits, max_tokens)
+    mode = continuation(runtime.device, runtime_cfg.continuation)
+    fitted = memory.fit_batches(shape, gpu_mem_mb, *limits, max_tokens, mode)
     log.info("gpu_mem_mb %d: batch geometry %s (configured %s)", gpu_mem_mb, fitted, limits)
     return fitted
 

@@ -129,12 +129,15 @@ def _process_mb(shape: ModelShape, working: float) -> int:
     return math.ceil(shape.weights_mb + PROCESS_OVERHEAD_MB + WORKING_FACTOR * working / _MB)
 
 
-def answering_mb(shape: ModelShape, batch_tokens: int, max_batch: int, max_tokens: int = 5) -> int:
+def answering_mb(
+    shape: ModelShape, batch_tokens: int, max_batch: int, max_tokens: int = 5, continuation: str = "second_pass"
+) -> int:
     """Device memory (MiB) of a scores or answers job with this batch geometry: weights, the
-    process overhead and the working set of a prompt batch while the previous batch's cache is
-    kept and its answers are continued from it (``max_batch`` rows of
-    :data:`CONTINUATION_WIDTH` positions)."""
-    kept = batch_tokens + max_batch * CONTINUATION_WIDTH
+    process overhead and one batch's working set (prompt pass, or continuation steps with their
+    grown cache). With ``continuation`` batch_cache (:func:`compbias.inference.runtime.continuation`)
+    the previous batch's cache is kept while its answers are continued from it (``max_batch``
+    rows of :data:`CONTINUATION_WIDTH` positions)."""
+    kept = batch_tokens + max_batch * CONTINUATION_WIDTH if continuation == "batch_cache" else 0
     working = _forward_bytes(shape, batch_tokens, max_batch, MAX_PROMPT + max_tokens, max_batch, kept)
     return _process_mb(shape, working)
 
@@ -145,13 +148,20 @@ def perplexity_mb(shape: ModelShape, batch_size: int, seq_len: int) -> int:
     return _process_mb(shape, _forward_bytes(shape, tokens, batch_size, seq_len, tokens))
 
 
-def fit_batches(shape: ModelShape, budget_mb: int, batch_tokens: int, max_batch: int, max_tokens: int = 5):
+def fit_batches(
+    shape: ModelShape,
+    budget_mb: int,
+    batch_tokens: int,
+    max_batch: int,
+    max_tokens: int = 5,
+    continuation: str = "second_pass",
+):
     """The largest (batch_tokens, max_batch), halving from the given ones, whose
     :func:`answering_mb` fits ``budget_mb``. Raises ``MemoryError`` when even a one-prompt batch
     of 64 tokens does not fit (the weights alone exceed the budget)."""
-    while answering_mb(shape, batch_tokens, max_batch, max_tokens) > budget_mb:
+    while answering_mb(shape, batch_tokens, max_batch, max_tokens, continuation) > budget_mb:
         if batch_tokens <= 64 and max_batch <= 1:
-            need = answering_mb(shape, batch_tokens, max_batch, max_tokens)
+            need = answering_mb(shape, batch_tokens, max_batch, max_tokens, continuation)
             raise MemoryError(f"gpu_mem_mb={budget_mb} is below this model's minimum of {need} MiB")
         batch_tokens, max_batch = max(64, batch_tokens // 2), max(1, max_batch // 2)
     return batch_tokens, max_batch
@@ -187,10 +197,11 @@ def job_mb(kind: str, checkpoint: str | Path, study, scores: str | Path | None =
     shape = model_shape(checkpoint)
     if kind == "perplexity":
         return perplexity_mb(shape, study.perplexity.batch_size, study.perplexity.seq_len)
-    from compbias.inference.runtime import batch_limits
+    from compbias.inference.runtime import batch_limits, continuation
 
     limits = batch_limits("cuda", study.runtime.batch_tokens, study.runtime.max_batch)
-    return answering_mb(shape, *limits, int(study.decoding.max_tokens))
+    mode = continuation("cuda", study.runtime.continuation)
+    return answering_mb(shape, *limits, int(study.decoding.max_tokens), mode)
 
 
 def build_mb(source: str | Path) -> int:
