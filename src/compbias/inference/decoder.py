@@ -141,7 +141,11 @@ class Decoder:
         cache = [BatchKVCache(pad) for _ in model.layers]
         logits = logits_at(model, tokens, cache, mx.full((len(ids), 1, 1), width - 1))
 
+        whole = source == list(range(len(ids))) and len(source) <= self.chunk_pairs
+
         def rows_of(rows: list[int]) -> list:
+            if whole:  # one pair per prompt, one chunk: decode in place, as mlx_lm would
+                return cache
             sub = []
             for layer in cache:
                 copy = BatchKVCache([0] * len(ids))
