@@ -102,3 +102,10 @@ def _config(model, data, **extra):
     }
     validate(config)
     return config
+
+
+def test_kept_batch_caches_count_only_when_continuing_from_them(tiny_model):
+    shape = memory.model_shape(tiny_model)
+    kept = memory.answering_mb(shape, 32768, 256, 5, "batch_cache")
+    assert kept > memory.answering_mb(shape, 32768, 256, 5, "second_pass")
+    assert kept == memory.answering_mb(shape, 32768, 256)  # the default path

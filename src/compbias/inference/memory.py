@@ -130,7 +130,7 @@ def _process_mb(shape: ModelShape, working: float) -> int:
 
 
 def answering_mb(
-    shape: ModelShape, batch_tokens: int, max_batch: int, max_tokens: int = 5, continuation: str = "second_pass"
+    shape: ModelShape, batch_tokens: int, max_batch: int, max_tokens: int = 5, continuation: str = "batch_cache"
 ) -> int:
     """Device memory (MiB) of a scores or answers job with this batch geometry: weights, the
     process overhead and one batch's working set (prompt pass, or continuation steps with their
@@ -154,7 +154,7 @@ def fit_batches(
     batch_tokens: int,
     max_batch: int,
     max_tokens: int = 5,
-    continuation: str = "second_pass",
+    continuation: str = "batch_cache",
 ):
     """The largest (batch_tokens, max_batch), halving from the given ones, whose
     :func:`answering_mb` fits ``budget_mb``. Raises ``MemoryError`` when even a one-prompt batch
