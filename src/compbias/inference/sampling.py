@@ -64,9 +64,10 @@ def sorted_distribution(logits: np.ndarray, temperature: float) -> tuple[np.ndar
 def _top_sorted(p: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(token ids, probabilities) of the ``n`` most likely tokens of each row of ``p``, sorted by
     descending probability, ties by id."""
-    cand = (
-        np.argpartition(-p, n - 1, axis=1)[:, :n] if n < p.shape[1] else np.broadcast_to(np.arange(p.shape[1]), p.shape)
-    )
+    if n >= p.shape[1]:  # a stable sort of the id-ordered rows: ties stay in id order
+        order = np.argsort(-p, axis=1, kind="stable")
+        return order, np.take_along_axis(p, order, axis=1)
+    cand = np.argpartition(-p, n - 1, axis=1)[:, :n]
     pc = np.take_along_axis(p, cand, axis=1)
     order = np.lexsort((cand, -pc), axis=1)
     return np.take_along_axis(cand, order, axis=1), np.take_along_axis(pc, order, axis=1)
@@ -217,21 +218,32 @@ def _gumbel_block(logits: np.ndarray, temperature: float, rows: np.ndarray, head
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     out = np.zeros(len(p), dtype=np.int64)
-    todo = np.arange(len(p))
-    for head in (*heads, p.shape[1]):
-        k = min(head, p.shape[1])
-        cand, pc = _top_sorted(p[todo], k)
-        cum = np.cumsum(pc, axis=1)
-        covered = cum[:, -1] >= HEAD_MASS if k < p.shape[1] else np.ones(len(todo), bool)
-        inside = np.concatenate([np.ones((len(todo), 1), bool), cum[:, :-1] < HEAD_MASS], axis=1)
-        with np.errstate(divide="ignore"):
-            score = np.where(inside, np.log(pc), -np.inf) + gumbel(rows[todo], cand)
-        best = cand[np.arange(len(todo)), np.argmax(score, axis=1)]
-        out[todo[covered]] = best[covered]
-        todo = todo[~covered]
+    todo, flat = np.arange(len(p)), np.arange(0)
+    for i, head in enumerate((*heads, p.shape[1])):
         if not len(todo):
             break
+        best, covered, mass = _head_gumbel(p[todo], rows[todo], min(head, p.shape[1]))
+        out[todo[covered]] = best[covered]
+        todo, mass = todo[~covered], mass[~covered]
+        if i == 0:
+            # flat rows (less than half the mass in the first head) go straight to the full sort;
+            # any head that covers the mass gives the same draw
+            flat, todo = todo[mass < 0.5], todo[mass >= 0.5]
+    if len(flat):
+        out[flat] = _head_gumbel(p[flat], rows[flat], p.shape[1])[0]
     return out
+
+
+def _head_gumbel(p: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``p``: the Gumbel-max draw among its ``k`` most probable tokens cut at
+    :data:`HEAD_MASS`, whether those cover that mass (else the draw is not final), and their mass."""
+    cand, pc = _top_sorted(p, k)
+    cum = np.cumsum(pc, axis=1)
+    covered = cum[:, -1] >= HEAD_MASS if k < p.shape[1] else np.ones(len(p), bool)
+    inside = np.concatenate([np.ones((len(p), 1), bool), cum[:, :-1] < HEAD_MASS], axis=1)
+    with np.errstate(divide="ignore"):
+        score = np.where(inside, np.log(pc), -np.inf) + gumbel(rows, cand)
+    return cand[np.arange(len(p)), np.argmax(score, axis=1)], covered, cum[:, -1]
 
 
 def reference_rows(logits, temperature: float, seed: int, step: int) -> np.ndarray:
