@@ -144,7 +144,7 @@ class Decoder:
         whole = source == list(range(len(ids))) and len(source) <= self.chunk_pairs
 
         def rows_of(rows: list[int]) -> list:
-            if whole:  # one pair per prompt, one chunk: decode in place, as mlx_lm would
+            if whole:  # one pair per prompt, one chunk: decode in place (the cache is not reused)
                 return cache
             sub = []
             for layer in cache:
