@@ -196,14 +196,16 @@ def gumbel_rows(
     logits: np.ndarray,
     temperature: float,
     rows: np.ndarray,
-    heads: tuple[int, ...] = (64, 2048, 16384),
+    heads: tuple[int, ...] = (64,),
     block: int = 16,
 ) -> np.ndarray:
     """Gumbel-max draws for a batch of logit rows: per row the arg-max of ``log p + G(row key,
     token)`` over the most probable tokens covering :data:`HEAD_MASS` of the mass (ties by id).
 
-    ``rows`` are :func:`compbias.inference.noise.row_keys`. Rows are searched in growing heads, so only
-    flat distributions touch more than the first ``heads[0]`` tokens.
+    ``rows`` are :func:`compbias.inference.noise.row_keys`. A row is drawn within its ``heads[0]``
+    most likely tokens when they cover that mass; otherwise over its whole vocabulary without
+    sorting (:func:`_vocab_gumbel`), and sorted in full only when the winner lies at the head's
+    edge or ties.
     """
     logits = np.asarray(logits)
     if temperature <= 0:
@@ -218,20 +220,39 @@ def _gumbel_block(logits: np.ndarray, temperature: float, rows: np.ndarray, head
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     out = np.zeros(len(p), dtype=np.int64)
-    todo, flat = np.arange(len(p)), np.arange(0)
-    for i, head in enumerate((*heads, p.shape[1])):
-        if not len(todo):
-            break
-        best, covered, mass = _head_gumbel(p[todo], rows[todo], min(head, p.shape[1]))
-        out[todo[covered]] = best[covered]
-        todo, mass = todo[~covered], mass[~covered]
-        if i == 0:
-            # flat rows (less than half the mass in the first head) go straight to the full sort;
-            # any head that covers the mass gives the same draw
-            flat, todo = todo[mass < 0.5], todo[mass >= 0.5]
-    if len(flat):
-        out[flat] = _head_gumbel(p[flat], rows[flat], p.shape[1])[0]
+    best, covered, _ = _head_gumbel(p, rows, min(heads[0], p.shape[1]))
+    out[covered] = best[covered]
+    todo = np.flatnonzero(~covered)
+    if len(todo):
+        best, sure = _vocab_gumbel(p[todo], rows[todo])
+        out[todo[sure]] = best[sure]
+        todo = todo[~sure]
+    if len(todo):  # the winner lies at the edge of the head (or ties): the sorted draw decides
+        out[todo] = _head_gumbel(p[todo], rows[todo], p.shape[1])[0]
     return out
+
+
+@lru_cache(maxsize=8)
+def _vocab_token_keys(n_vocab: int) -> np.ndarray:
+    return token_keys(np.arange(n_vocab))
+
+
+def _vocab_gumbel(p: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Gumbel-max draw of each row of ``p`` over its whole vocabulary without sorting, and
+    whether it is the draw of :func:`_head_gumbel`'s sorted head: it is when the winner lies
+    inside the head (the mass sorted before it is below :data:`HEAD_MASS` by more than any
+    summation order can change, 1e-9) and no other token ties its score."""
+    n, v = p.shape
+    with np.errstate(divide="ignore"):
+        keys = np.broadcast_to(_vocab_token_keys(v), p.shape)
+        score = np.log(p) + gumbel(rows, np.broadcast_to(np.arange(v), p.shape), keys)
+    best = np.argmax(score, axis=1)
+    at = np.arange(n)
+    ties = (score == score[at, best][:, None]).sum(axis=1) > 1
+    pw = p[at, best][:, None]
+    earlier = (p > pw) | ((p == pw) & (np.arange(v) < best[:, None]))
+    before = np.where(earlier, p, 0.0).sum(axis=1)
+    return best, (before < HEAD_MASS - 1e-9) & ~ties
 
 
 def _head_gumbel(p: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
