@@ -40,10 +40,10 @@ import polars as pl
 from benchmarks.memory import reset_hwm as reset_process_hwm
 from benchmarks.memory import vm_hwm_mb
 from compbias.data import bbq
-from compbias.inference.answering import answer_seed, precompute_answers, score_and_answer, score_items
+from compbias.inference.answering import answer_seed, score_and_answer, score_items
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
-from compbias.inference.runtime import batch_limits, chunk_pairs, load_model, resolve_runtime, set_threads
+from compbias.inference.runtime import batch_limits, decoder_options, load_model, resolve_runtime, set_threads
 from compbias.inference.runtime import continuation as resolve_continuation
 from compbias.inference.sampling import LETTERS, parse_letter
 
@@ -283,27 +283,20 @@ class TimedDecoder(Decoder):
 
 def run_compbias(model, tokenizer, items, seeds, temp, runtime, batch_tokens, max_batch, continuation="auto"):
     """(c): what a scores job and its answers jobs do: the scores job answers every seed
-    (``runtime.continuation``: batch_cache continues from each prompt batch's KV cache in the
-    same pass, score_and_answer; second_pass runs the prompts of the answers to continue once
-    more, precompute_answers), then answer_seed per seed from that table. ``score_seconds`` is
+    (score_and_answer, ``continuation`` as ``runtime.continuation``: batch_cache continues from
+    each prompt batch's KV cache in the same pass, second_pass runs the prompts of the answers
+    to continue once more), then answer_seed per seed from that table. ``score_seconds`` is
     the prompt pass without the continuations (``decode_seconds``)."""
     spec = PromptSpec()
-    mode = resolve_continuation(runtime.device, continuation)
-    share = mode == "batch_cache"
-    pairs = chunk_pairs(runtime.device, max_batch) if share else max_batch
-    decoder = TimedDecoder(
-        lambda: (model, tokenizer), spec, temp, 5, batch_tokens, max_batch, chunk_pairs=pairs, share_rows=share
-    )
+    mode = resolve_continuation(continuation)
+    options = decoder_options(runtime.device, max_batch, mode)
+    decoder = TimedDecoder(lambda: (model, tokenizer), spec, temp, 5, batch_tokens, max_batch, **options)
     with Stage() as st:
         t0 = time.perf_counter()
-        run = runtime.as_dict()
-        if share:
-            pre = score_and_answer(
-                model, tokenizer, items, spec, seeds[0], seeds, decoder, run, batch_tokens, max_batch
-            )
-        else:
-            scores = score_items(model, tokenizer, items, spec, seeds[0], temp, batch_tokens, max_batch)
-            pre = precompute_answers(items, scores, seeds, decoder, run)
+        limits = (batch_tokens, max_batch)
+        pre = score_and_answer(
+            model, tokenizer, items, spec, seeds[0], seeds, decoder, runtime.as_dict(), *limits, mode
+        )
         answers = pl.concat([answer_seed(items, pre, s, None, "lenient") for s in seeds])
         st.decode_seconds = decoder.seconds
         st.score_seconds = time.perf_counter() - t0 - decoder.seconds

@@ -102,6 +102,6 @@ def test_workflow_jobs_keep_an_installed_torch_out(tiny_model, tmp_path):
 def test_continuation_defaults_by_device():
     from compbias.inference.runtime import chunk_pairs, continuation
 
-    assert continuation("cpu") == continuation("cuda") == continuation("metal") == "batch_cache"
-    assert continuation("cuda", "second_pass") == "second_pass"
+    assert continuation() == continuation("auto") == "batch_cache"
+    assert continuation("second_pass") == "second_pass"
     assert chunk_pairs("cpu", 16) == 128 and chunk_pairs("cuda", 256) == 256

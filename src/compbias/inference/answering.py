@@ -180,30 +180,36 @@ def score_and_answer(
     runtime: Mapping[str, Any],
     batch_tokens: int = 1024,
     max_batch: int = 16,
+    continuation: str = "batch_cache",
 ) -> pl.DataFrame:
-    """:func:`score_items` and :func:`precompute_answers` in one prompt pass: each batch's
-    answers are drawn as soon as its distributions are known, and those whose first token is
-    not a bare letter are continued, for every seed in ``seeds``, from the batch's own KV
-    cache (:meth:`Decoder.continue_batch`), before the next batch. The table equals
-    ``precompute_answers(items, score_items(...), seeds, decoder, runtime)``; models whose
-    caches cannot be re-padded (sliding-window layers) take that two-pass path.
+    """The scores table of ``items`` with every seed of ``seeds`` answered (the table of
+    :func:`precompute_answers`).
+
+    With ``continuation`` batch_cache (:func:`compbias.inference.runtime.continuation`) it takes
+    one prompt pass: each batch's answers are drawn as soon as its distributions are known, and
+    those whose first token is not a bare letter are continued, for every seed, from the batch's
+    own KV cache (:meth:`Decoder.continue_batch`) before the next batch. With second_pass, or a
+    model whose caches cannot be re-padded (sliding-window layers), :func:`score_items` runs and
+    then :func:`precompute_answers`, whose second pass runs the prompts of those answers again.
     """
     from compbias.inference.sampling import letter_token_ids
+    from compbias.inference.scoring import plain_kv
 
+    temperature = decoder.temperature
+    if continuation != "batch_cache" or not plain_kv(model):
+        scores = score_items(model, tokenizer, items, spec, seed, temperature, batch_tokens, max_batch)
+        return precompute_answers(items, scores, seeds, decoder, dict(runtime))
     item_ids = items["item_id"].to_list()
     letter_of = {i: L for L, ids in letter_token_ids(tokenizer).items() for i in ids}
     seeds = list(seeds)
     out: dict[int, tuple[list, dict[int, str]]] = {s: ([None] * len(item_ids), {}) for s in seeds}
     dtype = _logits_dtype(runtime)
-    deferred: list[int] = []
 
     def on_batch(batch, rows: dict[str, list]) -> None:
-        if batch.cache is None:
-            deferred.extend(batch.idx.tolist())
-            return
+        idx = batch.idx.tolist()
         table = [
             {"item_id": item_ids[i], "top_ids": t, "top_probs": p, "top_letters": [letter_of.get(x) for x in t]}
-            for i, t, p in zip(batch.idx, rows["top_ids"], rows["top_probs"])
+            for i, t, p in zip(idx, rows["top_ids"], rows["top_probs"])
         ]
 
         def decode(rows_, seeds_, firsts):
@@ -211,15 +217,12 @@ def score_and_answer(
 
         got = seed_outcomes(table, seeds, decoder.rng, decode, int(batch.logits.shape[1]), dtype)
         for s in seeds:
-            for j, i in enumerate(batch.idx.tolist()):
+            for j, i in enumerate(idx):
                 out[s][0][i] = got[s][0][j]
                 if j in got[s][1]:
                     out[s][1][i] = got[s][1][j]
 
-    temperature = decoder.temperature
     scores = score_items(model, tokenizer, items, spec, seed, temperature, batch_tokens, max_batch, on_batch)
-    if deferred:
-        return precompute_answers(items, scores, seeds, decoder, dict(runtime))
     return _with_answers(scores, seeds, out, runtime)
 
 

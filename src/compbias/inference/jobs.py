@@ -11,13 +11,7 @@ from typing import Any
 import polars as pl
 
 from compbias.inference import memory, prompts
-from compbias.inference.answering import (
-    answer_seed,
-    precompute_answers,
-    precomputed_seeds,
-    score_and_answer,
-    score_items,
-)
+from compbias.inference.answering import answer_seed, precomputed_seeds, score_and_answer, score_items
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
 from compbias.settings import Decoding, Prompt, Runtime, coerce_section
@@ -41,7 +35,7 @@ def _limits(runtime, runtime_cfg: Runtime, checkpoint: str, gpu_mem_mb: int, max
     shape = hold_to_budget(runtime, checkpoint, gpu_mem_mb)
     if shape is None:
         return limits
-    mode = continuation(runtime.device, runtime_cfg.continuation)
+    mode = continuation(runtime_cfg.continuation)
     fitted = memory.fit_batches(shape, gpu_mem_mb, *limits, max_tokens, mode)
     log.info("gpu_mem_mb %d: batch geometry %s (configured %s)", gpu_mem_mb, fitted, limits)
     return fitted
@@ -96,9 +90,8 @@ def scores_job(
     """The scores shard of one (checkpoint, shard, group): group is ``fixed`` or ``seed=N``.
     Config sections are :mod:`compbias.settings` dataclasses (or their mappings).
 
-    With ``seeds`` the job also answers them, so their answers jobs load no model: in the same
-    prompt pass (:func:`score_and_answer`) or, with ``runtime.continuation`` second_pass, by
-    running the prompts of the answers to continue once more (:func:`precompute_answers`)."""
+    With ``seeds`` the job also answers them (:func:`score_and_answer`, as ``runtime.continuation``
+    says), so their answers jobs load no model."""
     from compbias.inference.runtime import continuation, load_model
 
     decoding, prompt_cfg, runtime_cfg = _sections(decoding, prompt_cfg, runtime_cfg)
@@ -109,27 +102,21 @@ def scores_job(
     shard_items = items.filter(pl.col("shard") == shard)
     spec = _spec(prompt_cfg, decoding)
     run = runtime.as_dict()
-    mode = continuation(runtime.device, runtime_cfg.continuation)
-    if seeds and shard_items.height and mode == "batch_cache":
+    if seeds and shard_items.height:
+        mode = continuation(runtime_cfg.continuation)
         decoder = _decoder(lambda: (model, tokenizer), spec, decoding, limits, runtime.device, mode)
-        return score_and_answer(model, tokenizer, shard_items, spec, seed, seeds, decoder, run, *limits)
+        return score_and_answer(model, tokenizer, shard_items, spec, seed, seeds, decoder, run, *limits, mode)
     scores = score_items(model, tokenizer, shard_items, spec, seed, float(decoding.temperature), *limits)
-    scores = scores.with_columns(compute_dtype=pl.lit(run["compute_dtype"]), dequantized=pl.lit(run["dequantize"]))
-    if not seeds or shard_items.height == 0:
-        return scores
-    decoder = _decoder(lambda: (model, tokenizer), spec, decoding, limits, runtime.device, mode)
-    return precompute_answers(shard_items, scores, seeds, decoder, run)
+    return scores.with_columns(compute_dtype=pl.lit(run["compute_dtype"]), dequantized=pl.lit(run["dequantize"]))
 
 
 def _decoder(load, spec: PromptSpec, decoding: Decoding, limits: tuple[int, int], device: str, mode: str) -> Decoder:
-    """The job's :class:`Decoder`; ``mode`` (:func:`runtime.continuation`) batch_cache also lets
-    pairs with the same tokens so far share a row and decodes more pairs at a time on a CPU."""
-    from compbias.inference.runtime import chunk_pairs
+    """The job's :class:`Decoder` for continuation ``mode`` (:func:`runtime.decoder_options`)."""
+    from compbias.inference.runtime import decoder_options
 
-    share = mode == "batch_cache"
-    pairs = chunk_pairs(device, limits[1]) if share else limits[1]
     temperature, max_tokens = float(decoding.temperature), int(decoding.max_tokens)
-    return Decoder(load, spec, temperature, max_tokens, *limits, decoding.rng, pairs, share_rows=share)
+    options = decoder_options(device, limits[1], mode)
+    return Decoder(load, spec, temperature, max_tokens, *limits, decoding.rng, **options)
 
 
 def group_seeds(group: str, seeds: Sequence[int]) -> list[int]:
@@ -160,6 +147,6 @@ def answers_job(
     runtime = _setup(runtime_cfg, threads)
     limits = _limits(runtime, runtime_cfg, checkpoint, gpu_mem_mb, int(decoding.max_tokens))
     load = lambda: load_model(checkpoint, runtime)[:2]  # noqa: E731
-    mode = continuation(runtime.device, runtime_cfg.continuation)
+    mode = continuation(runtime_cfg.continuation)
     decoder = _decoder(load, _spec(prompt_cfg, decoding), decoding, limits, runtime.device, mode)
     return answer_seed(shard_items, scores, seed, decoder, decoding.parser, runtime.as_dict())

@@ -200,7 +200,7 @@ def job_mb(kind: str, checkpoint: str | Path, study, scores: str | Path | None =
     from compbias.inference.runtime import batch_limits, continuation
 
     limits = batch_limits("cuda", study.runtime.batch_tokens, study.runtime.max_batch)
-    mode = continuation("cuda", study.runtime.continuation)
+    mode = continuation(study.runtime.continuation)
     return answering_mb(shape, *limits, int(study.decoding.max_tokens), mode)
 
 

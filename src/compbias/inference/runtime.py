@@ -178,10 +178,18 @@ def chunk_pairs(device: str, max_batch: int) -> int:
     return DECODE_PAIRS_PER_PROMPT[device] * max_batch
 
 
-def continuation(device: str, setting: str = "auto") -> str:
-    """``runtime.continuation`` on ``device``: ``batch_cache`` or ``second_pass`` (``auto``:
-    batch_cache on every device; measured faster on 2 CPU cores and on an H200)."""
+def continuation(setting: str = "auto") -> str:
+    """``runtime.continuation``: ``batch_cache`` or ``second_pass`` (``auto``: batch_cache,
+    measured faster on 2 CPU cores and on an H200)."""
     return "batch_cache" if setting == "auto" else setting
+
+
+def decoder_options(device: str, max_batch: int, mode: str) -> dict[str, Any]:
+    """The :class:`compbias.inference.decoder.Decoder` options for continuation ``mode`` on
+    ``device``: batch_cache lets pairs with the same tokens so far share a row and decodes
+    :func:`chunk_pairs` at a time; second_pass keeps one row per pair, ``max_batch`` at a time."""
+    share = mode == "batch_cache"
+    return {"chunk_pairs": chunk_pairs(device, max_batch) if share else max_batch, "share_rows": share}
 
 
 def load_model(path: str | Path, runtime: Runtime):

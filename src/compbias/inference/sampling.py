@@ -220,7 +220,7 @@ def _gumbel_block(logits: np.ndarray, temperature: float, rows: np.ndarray, head
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     out = np.zeros(len(p), dtype=np.int64)
-    best, covered, _ = _head_gumbel(p, rows, min(heads[0], p.shape[1]))
+    best, covered = _head_gumbel(p, rows, min(heads[0], p.shape[1]))
     out[covered] = best[covered]
     todo = np.flatnonzero(~covered)
     if len(todo):
@@ -255,16 +255,16 @@ def _vocab_gumbel(p: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return best, (before < HEAD_MASS - 1e-9) & ~ties
 
 
-def _head_gumbel(p: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _head_gumbel(p: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``p``: the Gumbel-max draw among its ``k`` most probable tokens cut at
-    :data:`HEAD_MASS`, whether those cover that mass (else the draw is not final), and their mass."""
+    :data:`HEAD_MASS`, and whether those cover that mass (else the draw is not final)."""
     cand, pc = _top_sorted(p, k)
     cum = np.cumsum(pc, axis=1)
     covered = cum[:, -1] >= HEAD_MASS if k < p.shape[1] else np.ones(len(p), bool)
     inside = np.concatenate([np.ones((len(p), 1), bool), cum[:, :-1] < HEAD_MASS], axis=1)
     with np.errstate(divide="ignore"):
         score = np.where(inside, np.log(pc), -np.inf) + gumbel(rows, cand)
-    return cand[np.arange(len(p)), np.argmax(score, axis=1)], covered, cum[:, -1]
+    return cand[np.arange(len(p)), np.argmax(score, axis=1)], covered
 
 
 def reference_rows(logits, temperature: float, seed: int, step: int) -> np.ndarray:

@@ -64,9 +64,10 @@ def logits_at(model, inputs: mx.array, cache, last: mx.array) -> mx.array:
     return mx.take_along_axis(model(inputs, cache=cache), last, axis=1)[:, 0]
 
 
-def _plain_kv(model) -> bool:
+def plain_kv(model) -> bool:
     """Whether every layer of ``model`` uses mlx_lm's plain KVCache (whose rows can be shared,
-    repeated and re-padded); sliding-window or hybrid caches cannot."""
+    repeated and re-padded, so answers can continue from a batch's cache); sliding-window or
+    hybrid caches cannot."""
     from mlx_lm.models.cache import KVCache, make_prompt_cache
 
     return all(type(c) is KVCache for c in make_prompt_cache(model))
@@ -77,7 +78,7 @@ def _prefix_cache(model, prefix: Sequence[int]):
     across a batch)."""
     from mlx_lm.models.cache import make_prompt_cache
 
-    if not prefix or not _plain_kv(model):
+    if not prefix or not plain_kv(model):
         return None
     cache = make_prompt_cache(model)
     model(mx.array(prefix)[None], cache=cache)
@@ -118,15 +119,15 @@ def prompt_batches(
 ) -> Iterator[PromptBatch]:
     """The prompt pass in length-sorted batches (:func:`batches`), one :class:`PromptBatch` each.
 
-    ``keep_cache`` keeps each batch's KV cache (models with plain KV caches only; otherwise
-    ``cache`` is None). On a GPU the next batch is launched before a batch is yielded, so it
+    ``keep_cache`` keeps each batch's KV cache (models with :func:`plain_kv` caches only;
+    otherwise ``cache`` is None). On a GPU the next batch is launched before a batch is yielded, so it
     runs while the caller works on this one.
     """
     n_prefix = common_prefix(token_lists) if len(token_lists) > 1 else len(token_lists[0]) - 1
     states = _prefix_cache(model, token_lists[0][:n_prefix])
     if states is None:
         n_prefix = 0
-    keep = keep_cache and _plain_kv(model)
+    keep = keep_cache and plain_kv(model)
     suffixes = [t[n_prefix:] for t in token_lists]
     lengths = [len(s) for s in suffixes]
 
