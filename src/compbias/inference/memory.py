@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from compbias.inference.gumbel_device import SAMPLER_BYTES
+
 #: A process's device memory outside MLX's own accounting before any work: the CUDA context
 #: (518 MiB seen per process on an H200), MiB.
 PROCESS_OVERHEAD_MB = 640
@@ -136,10 +138,11 @@ def answering_mb(
     process overhead and one batch's working set (prompt pass, or continuation steps with their
     grown cache). With ``continuation`` batch_cache (:func:`compbias.inference.runtime.continuation`)
     the previous batch's cache is kept while its answers are continued from it (``max_batch``
-    rows of :data:`CONTINUATION_WIDTH` positions)."""
+    rows of :data:`CONTINUATION_WIDTH` positions). The device sampler's temporaries
+    (:data:`compbias.inference.gumbel_device.SAMPLER_BYTES`) come on top."""
     kept = batch_tokens + max_batch * CONTINUATION_WIDTH if continuation == "batch_cache" else 0
     working = _forward_bytes(shape, batch_tokens, max_batch, MAX_PROMPT + max_tokens, max_batch, kept)
-    return _process_mb(shape, working)
+    return _process_mb(shape, working + SAMPLER_BYTES)
 
 
 def perplexity_mb(shape: ModelShape, batch_size: int, seq_len: int) -> int:

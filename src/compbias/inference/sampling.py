@@ -305,9 +305,14 @@ def next_tokens(
             rows = logits if len(idx) == len(item_ids) else logits[mx.array(idx)]
             out[idx] = reference_rows(rows, temperature, int(s), step)
         return out
-    rows = np.array(logits.astype(mx.float32))
     if rng == "gumbel":
-        return gumbel_rows(rows, temperature, row_keys(item_keys(item_ids), seeds, step))
+        keys = row_keys(item_keys(item_ids), seeds, step)
+        if mx.default_device().type == mx.DeviceType.gpu:  # no copy of the rows to the host
+            from compbias.inference import gumbel_device
+
+            return gumbel_device.draw(logits, temperature, keys)
+        return gumbel_rows(np.array(logits.astype(mx.float32)), temperature, keys)
+    rows = np.array(logits.astype(mx.float32))
     return sample_rows(rows, temperature, np.array([uniform(int(s), i, step) for s, i in zip(seeds, item_ids)]))
 
 
