@@ -3,6 +3,8 @@ run them: :mod:`compbias.inference.jobs`)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ from compbias.inference import prompts
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
 from compbias.inference.sampling import LETTERS, Heads, parse_letter
+
+log = logging.getLogger("compbias")
 
 ANSWER_SCHEMA = {
     "item_id": pl.String,
@@ -213,7 +217,11 @@ def score_and_answer(
         ]
 
         def decode(rows_, seeds_, firsts):
-            return decoder.continue_batch(batch, rows_, [table[j]["item_id"] for j in rows_], seeds_, firsts)
+            start = time.perf_counter()
+            got = decoder.continue_batch(batch, rows_, [table[j]["item_id"] for j in rows_], seeds_, firsts)
+            spent[0] += time.perf_counter() - start
+            spent[1] += len(rows_)
+            return got
 
         got = seed_outcomes(table, seeds, decoder.rng, decode, int(batch.logits.shape[1]), dtype)
         for s in seeds:
@@ -222,7 +230,16 @@ def score_and_answer(
                 if j in got[s][1]:
                     out[s][1][i] = got[s][1][j]
 
+    spent = [0.0, 0]  # seconds continuing, answers continued
+    start = time.perf_counter()
     scores = score_items(model, tokenizer, items, spec, seed, temperature, batch_tokens, max_batch, on_batch)
+    log.info(
+        "one prompt pass: %.1f s, of which %.1f s continuing %d answers of %d",
+        time.perf_counter() - start,
+        spent[0],
+        spent[1],
+        len(item_ids) * len(seeds),
+    )
     return _with_answers(scores, seeds, out, runtime)
 
 
