@@ -150,8 +150,8 @@ class Decoder:
             for layer in cache:
                 copy = BatchKVCache([0] * len(ids))
                 copy.state = layer.state
-                copy.filter(mx.array(rows))  # gathers rows into new arrays; ``layer`` is unchanged
                 sub.append(copy)
+            take_rows(sub, rows, pad)  # gathers rows into new arrays; ``cache`` is unchanged
             return sub
 
         return self._continue(model, logits, rows_of, source, item_ids, seeds, firsts)
@@ -188,6 +188,7 @@ class Decoder:
 
         letter_of = self._letter_of
         eos = set(getattr(self._tok, "eos_token_ids", None) or [self._tok.eos_token_id])
+        pads = cache[0].left_padding.tolist() if self.share_rows else []  # the same in every layer
         n = len(item_ids)
         out: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
@@ -220,8 +221,26 @@ class Decoder:
             for j in range(n):
                 if not done[j]:
                     node[j] = branch.setdefault((node[j], nxt[j]), len(branch))
-            parents = mx.array([r for r, _ in branch])
-            for layer in cache:
-                layer.filter(parents)  # repeats or drops rows: one per distinct continuation
+            pads = take_rows(cache, [r for r, _ in branch], pads)  # one row per distinct continuation
             logits = model(mx.array([t for _, t in branch])[:, None], cache=cache)[:, -1]
         return out
+
+
+def take_rows(cache: Sequence, rows: Sequence[int], pads: Sequence[int]) -> list[int]:
+    """``BatchKVCache.filter(rows)`` on every layer of ``cache`` (rows repeated or dropped), with
+    the rows' left padding ``pads`` known on the host, so that no layer waits for the device to
+    read it back (mlx_lm's filter does); returns the new rows' padding. As there, the padding
+    all rows share is trimmed."""
+    import mlx.core as mx
+
+    idx = mx.array(list(rows))
+    pads = [pads[r] for r in rows]
+    trim = min(pads)
+    for c in cache:
+        c.keys, c.values = c.keys[idx], c.values[idx]
+        c.offset, c.left_padding = c.offset[idx], c.left_padding[idx]
+        if trim > 0:
+            c.keys, c.values = c.keys[..., trim:, :], c.values[..., trim:, :]
+            c._idx -= trim
+            c.left_padding -= trim
+    return [p - trim for p in pads]

@@ -69,8 +69,8 @@ def _gumbel(row_keys, n_vocab: int):
 
 
 def _draw_block(logits, temperature: float, row_keys):
-    """(token, certified) per row of one block: the float32 Gumbel-max draw over the whole
-    vocabulary and whether it is certainly the float64 draw of ``gumbel_rows``.
+    """(token, certified) per row of one block, unevaluated: the float32 Gumbel-max draw over
+    the whole vocabulary and whether it is certainly the float64 draw of ``gumbel_rows``.
 
     Error bound per score (``M`` the row's largest finite ``|logit / T|``): the scaled logits,
     their maximum and difference carry ``6 eps M``; the log of the float32 sum as much again
@@ -96,9 +96,7 @@ def _draw_block(logits, temperature: float, row_keys):
     before = mx.sum(mx.where(earlier, mx.exp(logp), 0.0), axis=1, keepdims=True)
     big = mx.max(mx.where(mx.isfinite(z), mx.abs(z), 0.0), axis=1, keepdims=True)
     tol = 1e-6 * (4 * big + 100)
-    sure = (top - runner > 2 * tol) & (before * (1 + 2 * tol) + 1e-5 < HEAD_MASS)
-    mx.eval(best, sure)
-    return np.array(best).astype(np.int64), np.array(sure)[:, 0]
+    return best, ((top - runner > 2 * tol) & (before * (1 + 2 * tol) + 1e-5 < HEAD_MASS))[:, 0]
 
 
 def draw(logits, temperature: float, rows: np.ndarray) -> np.ndarray:
@@ -116,9 +114,10 @@ def draw(logits, temperature: float, rows: np.ndarray) -> np.ndarray:
         return np.array(mx.argmax(logits, axis=-1)).astype(np.int64)
     keys = mx.array(np.asarray(rows, dtype=np.uint64))
     step = max(1, BLOCK_ELEMENTS // v)
-    out, sure = np.empty(n, dtype=np.int64), np.empty(n, dtype=bool)
-    for a in range(0, n, step):
-        out[a : a + step], sure[a : a + step] = _draw_block(logits[a : a + step], temperature, keys[a : a + step])
+    blocks = [_draw_block(logits[a : a + step], temperature, keys[a : a + step]) for a in range(0, n, step)]
+    best, sure = mx.concatenate([b for b, _ in blocks]), mx.concatenate([s for _, s in blocks])
+    mx.eval(best, sure)  # one wait for the device per call (a step of a continuation)
+    out, sure = np.array(best).astype(np.int64), np.array(sure)
     todo = np.flatnonzero(~sure)
     if len(todo):
         host = np.array(logits[mx.array(todo)].astype(mx.float32))
