@@ -78,3 +78,13 @@ def test_next_tokens_on_a_gpu_draw_on_the_device(monkeypatch):
 
     monkeypatch.setattr(mx, "default_device", lambda: Gpu())
     assert np.array_equal(sampling.next_tokens("gumbel", mx.array(x), 0.3, 7, items, 2), host) and calls
+
+
+def test_a_device_whose_noise_differs_keeps_the_host_sampler(monkeypatch):
+    assert gumbel_device.usable()
+    gumbel_device.usable.cache_clear()
+    monkeypatch.setattr(gumbel_device, "_gumbel", lambda keys, v: mx.zeros((keys.shape[0], v)))
+    try:
+        assert not gumbel_device.usable()
+    finally:
+        gumbel_device.usable.cache_clear()

@@ -99,6 +99,27 @@ def _draw_block(logits, temperature: float, row_keys):
     return best, ((top - runner > 2 * tol) & (before * (1 + 2 * tol) + 1e-5 < HEAD_MASS))[:, 0]
 
 
+@lru_cache(maxsize=1)
+def usable() -> bool:
+    """Whether this device computes the sampler's noise as the host does: its float32 Gumbel
+    noise for a few thousand (key, token) pairs lies within 1e-5 of the float64 noise (a tenth
+    of the least tolerance of :func:`_draw_block`; wrong uint64 arithmetic gives errors of order
+    1). Checked once per process; where it fails, callers keep the host sampler."""
+    import logging
+
+    import mlx.core as mx
+
+    from compbias.inference.noise import gumbel, item_keys, row_keys
+
+    keys = row_keys(item_keys([f"check-{i}" for i in range(4)]), 12345, 2)
+    host = gumbel(keys, np.broadcast_to(np.arange(4096), (4, 4096)))
+    here = np.array(_gumbel(mx.array(keys), 4096)).astype(np.float64)
+    ok = bool(np.abs(here - host).max() < 1e-5)
+    if not ok:
+        logging.getLogger("compbias").warning("device Gumbel noise differs from the host's: draws stay on the host")
+    return ok
+
+
 def draw(logits, temperature: float, rows: np.ndarray) -> np.ndarray:
     """Gumbel-max draws for MLX ``logits`` rows with row keys ``rows``
     (:func:`compbias.inference.noise.row_keys`): exactly :func:`compbias.inference.sampling.gumbel_rows`

@@ -293,7 +293,8 @@ def next_tokens(
     rng: str, logits, temperature: float, seeds: int | Sequence[int], item_ids: Sequence[str], step: int
 ) -> np.ndarray:
     """Tokens drawn at ``step`` for rows of MLX ``logits`` (one per item of ``item_ids``), each
-    with its seed (``seeds``: one per row, or one for all)."""
+    with its seed (``seeds``: one per row, or one for all). On a GPU the ``gumbel`` draws run
+    there (:mod:`compbias.inference.gumbel_device`, the same tokens)."""
     import mlx.core as mx
 
     check_rng(rng)
@@ -310,7 +311,8 @@ def next_tokens(
         if mx.default_device().type == mx.DeviceType.gpu:  # no copy of the rows to the host
             from compbias.inference import gumbel_device
 
-            return gumbel_device.draw(logits, temperature, keys)
+            if gumbel_device.usable():
+                return gumbel_device.draw(logits, temperature, keys)
         return gumbel_rows(np.array(logits.astype(mx.float32)), temperature, keys)
     rows = np.array(logits.astype(mx.float32))
     return sample_rows(rows, temperature, np.array([uniform(int(s), i, step) for s, i in zip(seeds, item_ids)]))
