@@ -1,5 +1,6 @@
-"""The ``gumbel`` sampler's draws computed by MLX where the logits are (GPU, or CPU), each one
-certified equal to :func:`compbias.inference.sampling.gumbel_rows`, which decides the rest.
+"""The ``gumbel`` sampler's draws computed by MLX where the logits are, each one certified equal
+to :func:`compbias.inference.sampling.gumbel_rows`, which decides the rest. Used on GPUs
+(:func:`compbias.inference.sampling.next_tokens`); on a CPU the host sampler is faster.
 
 :func:`~compbias.inference.sampling.gumbel_rows` works in float64 on the host: every row of a
 decode step is copied off the device, and a row its 64 most likely tokens do not cover (flat
@@ -24,8 +25,9 @@ from compbias.inference.noise import HEAD_MASS, token_keys
 #: float32's relative rounding unit
 _EPS = 2.0**-24
 
-#: rows x vocabulary entries per device evaluation: bounds the sampler's temporaries (about
-#: twelve arrays of 8 bytes per entry, :data:`SAMPLER_BYTES`)
+#: rows x vocabulary entries per block: bounds the sampler's temporaries (about twelve arrays
+#: of 8 bytes per entry, :data:`SAMPLER_BYTES`; the blocks are independent graphs, each freed as
+#: it is consumed, and are evaluated together)
 BLOCK_ELEMENTS = 1 << 21
 SAMPLER_BYTES = BLOCK_ELEMENTS * 12 * 8
 
