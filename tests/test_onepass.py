@@ -70,7 +70,7 @@ def test_answers_continued_from_the_scoring_cache_equal_the_two_pass_ones(loaded
     # other batches change the probabilities' last bits, never an answer
     answers = ["item_id", "answer_seeds", "answer_letters", "answer_texts", "top_ids"]
     assert one.select(answers).equals(two.select(answers))
-    # the GPU default: second pass, one row per pair throughout (no rows shared)
+    # runtime.continuation second_pass: one row per pair throughout (no rows shared)
     plain = Decoder(lambda: (model, tok), spec, 0.3, 5, 1024, max_batch, share_rows=False)
     assert precompute_answers(items, scores, seeds, plain, rt.as_dict()).select(answers).equals(one.select(answers))
     texts = [t for ts in one["answer_texts"] for t in ts if t is not None]

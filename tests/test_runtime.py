@@ -99,7 +99,7 @@ def test_workflow_jobs_keep_an_installed_torch_out(tiny_model, tmp_path):
     assert plain.returncode != 0 and "torch was imported" in plain.stderr
 
 
-def test_continuation_defaults_by_device():
+def test_continuation_default_and_pairs_per_chunk_by_device():
     from compbias.inference.runtime import chunk_pairs, continuation
 
     assert continuation() == continuation("auto") == "batch_cache"

@@ -208,6 +208,7 @@ def score_and_answer(
     seeds = list(seeds)
     out: dict[int, tuple[list, dict[int, str]]] = {s: ([None] * len(item_ids), {}) for s in seeds}
     dtype = _logits_dtype(runtime)
+    spent = [0.0, 0]  # seconds continuing, answers continued
 
     def on_batch(batch, rows: dict[str, list]) -> None:
         idx = batch.idx.tolist()
@@ -230,7 +231,6 @@ def score_and_answer(
                 if j in got[s][1]:
                     out[s][1][i] = got[s][1][j]
 
-    spent = [0.0, 0]  # seconds continuing, answers continued
     start = time.perf_counter()
     scores = score_items(model, tokenizer, items, spec, seed, temperature, batch_tokens, max_batch, on_batch)
     log.info(
