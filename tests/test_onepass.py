@@ -17,7 +17,7 @@ from compbias.inference.answering import (
 from compbias.inference.decoder import Decoder
 from compbias.inference.jobs import group_seeds
 from compbias.inference.prompts import PromptSpec
-from compbias.inference.runtime import load_model, resolve_runtime
+from compbias.inference.runtime import decoder_options, load_model, resolve_runtime
 from compbias.io import write_parquet
 
 SEEDS = [42, 123, 7]
@@ -73,6 +73,13 @@ def test_answers_continued_from_the_scoring_cache_equal_the_two_pass_ones(loaded
     # runtime.continuation second_pass: one row per pair throughout (no rows shared)
     plain = Decoder(lambda: (model, tok), spec, 0.3, 5, 1024, max_batch, share_rows=False)
     assert precompute_answers(items, scores, seeds, plain, rt.as_dict()).select(answers).equals(one.select(answers))
+    # a GPU's batch_cache options: one row per pair, the cache gathered once per chunk
+    gpu = Decoder(
+        lambda: (model, tok), spec, 0.3, 5, 1024, max_batch, **decoder_options("cuda", max_batch, "batch_cache")
+    )
+    assert score_and_answer(
+        model, tok, items, spec, seeds[0], seeds, gpu, rt.as_dict(), batch_tokens, max_batch
+    ).equals(one)
     texts = [t for ts in one["answer_texts"] for t in ts if t is not None]
     assert len(texts) >= 5, "too few answers continued to test the continuation"
 
@@ -105,3 +112,32 @@ assert not [m for m in sys.modules if m == "mlx" or m.startswith("mlx.")], "MLX 
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_continuation_cache_gathers_left_padded_rows_with_room(loaded, aligned):
+    """A continuation's cache holds its rows' prompt positions left-padded to its longest row,
+    with room for the answer's tokens, so no decode step grows (copies) it; gathered from the
+    batch's cache as it is, or from the batch aligned once (which releases the original)."""
+    import mlx.core as mx
+    import numpy as np
+
+    from compbias.inference.scoring import continuation_cache, prompt_batches
+
+    model, tok, _, _ = loaded
+    lists = [[1, 5, 9, 4, 7, 8], [1, 5, 9, 2], [1, 5, 9, 3, 3]]
+    batch = next(prompt_batches(model, lists, keep_cache=True))
+    right = [(np.array(c.keys), np.array(c.values)) for c in batch.cache]
+    for rows in ([2, 1, 2], [0, 1]):  # repeats and a subset; a second call reuses the alignment
+        cache = continuation_cache(batch, rows, room=4, aligned=aligned)
+        lengths = [batch.lengths[r] for r in rows]
+        width = max(lengths)
+        assert (batch.cache is None) == aligned
+        for (keys, values), c in zip(right, cache):
+            assert c.keys.shape[2] == width + 4 and c._idx == width
+            assert c.offset.tolist() == lengths and c.left_padding.tolist() == [width - n for n in lengths]
+            for j, (r, n) in enumerate(zip(rows, lengths)):
+                np.testing.assert_array_equal(np.array(c.keys[j, :, width - n : width]), keys[r, :, :n])
+                np.testing.assert_array_equal(np.array(c.values[j, :, width - n : width]), values[r, :, :n])
+        model(mx.array([[3]] * len(rows)), cache=cache)
+        assert cache[0].keys.shape[2] == width + 4  # written in place, not grown

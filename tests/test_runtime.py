@@ -100,8 +100,12 @@ def test_workflow_jobs_keep_an_installed_torch_out(tiny_model, tmp_path):
 
 
 def test_continuation_default_and_pairs_per_chunk_by_device():
-    from compbias.inference.runtime import chunk_pairs, continuation
+    from compbias.inference.runtime import chunk_pairs, continuation, decoder_options
 
     assert continuation() == continuation("auto") == "batch_cache"
     assert continuation("second_pass") == "second_pass"
     assert chunk_pairs("cpu", 16) == 128 and chunk_pairs("cuda", 256) == 256
+    # rows shared on a CPU only; second_pass keeps one row per pair everywhere
+    assert decoder_options("cpu", 16, "batch_cache") == {"chunk_pairs": 128, "share_rows": True}
+    assert decoder_options("cuda", 256, "batch_cache") == {"chunk_pairs": 256, "share_rows": False}
+    assert decoder_options("cpu", 16, "second_pass") == {"chunk_pairs": 16, "share_rows": False}

@@ -106,7 +106,10 @@ class Decoder:
         from compbias.inference.scoring import continuation_cache
 
         model, _ = self._ensure()
-        cache_of = lambda r: continuation_cache(batch, r)  # noqa: E731
+        # room for every step's token, so that no step grows (copies) the rows' cache; a batch
+        # whose answers continue in several chunks is aligned once for all of them
+        aligned = len(rows) > self.chunk_pairs
+        cache_of = lambda r: continuation_cache(batch, r, room=self.max_tokens, aligned=aligned)  # noqa: E731
         toks = self._continue(model, batch.logits, cache_of, rows, item_ids, seeds, firsts)
         return self._outcomes(toks, firsts)
 

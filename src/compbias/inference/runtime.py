@@ -186,10 +186,17 @@ def continuation(setting: str = "auto") -> str:
 
 def decoder_options(device: str, max_batch: int, mode: str) -> dict[str, Any]:
     """The :class:`compbias.inference.decoder.Decoder` options for continuation ``mode`` on
-    ``device``: batch_cache lets pairs with the same tokens so far share a row and decodes
-    :func:`chunk_pairs` at a time; second_pass keeps one row per pair, ``max_batch`` at a time."""
-    share = mode == "batch_cache"
-    return {"chunk_pairs": chunk_pairs(device, max_batch) if share else max_batch, "share_rows": share}
+    ``device``: batch_cache decodes :func:`chunk_pairs` at a time, on a CPU letting pairs with the
+    same tokens so far share a row; second_pass keeps one row per pair, ``max_batch`` at a time.
+
+    Shared rows save a CPU's matmul work, but every decode step then gathers its rows' KV cache
+    anew (rows split as seeds draw apart, and drop as answers end). A GPU's decode step is bound
+    by its kernel launches and memory traffic, not by its rows, so there each pair keeps its row
+    and the cache is gathered once per chunk (on an H200 a 256-row gather of the demo model's
+    cache took longer than the forward step itself)."""
+    share = mode == "batch_cache" and device == "cpu"
+    pairs = chunk_pairs(device, max_batch) if mode == "batch_cache" else max_batch
+    return {"chunk_pairs": pairs, "share_rows": share}
 
 
 def load_model(path: str | Path, runtime: Runtime):

@@ -9,7 +9,7 @@ Only the hidden state at each prompt's last token goes through the LM head.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 import numpy as np
@@ -112,6 +112,8 @@ class PromptBatch:
     logits: mx.array
     cache: list | None
     lengths: list[int]
+    #: the cache's rows left-aligned once for continuing (:func:`continuation_cache`)
+    aligned: list | None = field(default=None, repr=False)
 
 
 def prompt_batches(
@@ -167,23 +169,55 @@ def last_logits(
         yield batch.idx, np.array(batch.logits)
 
 
-def continuation_cache(batch: PromptBatch, rows: Sequence[int]) -> list:
+def _left_aligned(batch: PromptBatch, room: int) -> list:
+    """(keys, values) per layer of a kept batch cache with every row's ``lengths[r]`` positions
+    moved to end at the longest one (``max(lengths)``), followed by ``room`` free positions: one
+    copy of the batch (made at the first call; the right-padded cache is then released), from
+    which each continuation's rows are a single gather."""
+    if batch.aligned is None:
+        total = max(batch.lengths)
+        batch.aligned = [_rolled(c.keys, c.values, batch.lengths, total, room) for c in batch.cache]
+        batch.cache = None
+    return batch.aligned
+
+
+def _rolled(keys, values, lengths: Sequence[int], width: int, room: int) -> tuple:
+    """Rows of right-padded ``keys`` / ``values`` (row r holds ``lengths[r]`` positions) rolled to
+    end at ``width``, with ``room`` positions after it: position t of row r holds its position
+    t - (width - lengths[r]); those before (masked as left padding) and after ``width``
+    (overwritten as answers continue) hold what is clipped to."""
+    pad = mx.array([width - n for n in lengths])[:, None, None, None]
+    src = mx.clip(mx.arange(width + room)[None, None, :, None] - pad, 0, width - 1)
+    return mx.take_along_axis(keys, src, 2), mx.take_along_axis(values, src, 2)
+
+
+def continuation_cache(batch: PromptBatch, rows: Sequence[int], room: int = 0, aligned: bool = False) -> list:
     """mlx_lm BatchKVCache per layer for continuing rows ``rows`` (repeats allowed) of a kept
-    batch cache: the rows gathered, then their right padding rolled to the left
-    (``BatchKVCache.prepare(right_padding=...)`` and ``finalize``), as mlx_lm's batch generator
-    does, so each row continues at its own position with its padding masked."""
+    batch cache, left-padded as mlx_lm's batch generator leaves them after
+    ``BatchKVCache.prepare(right_padding=...)`` and ``finalize``, so that each row continues at
+    its own position with its padding masked, and with room for ``room`` more positions before
+    mlx_lm grows it (by 256: a copy of every row).
+
+    The rows are gathered and rolled (two copies of them), or with ``aligned`` gathered once
+    from the batch's cache aligned at the first such call (:func:`_left_aligned`: one copy of
+    the whole batch), which is cheaper when a batch's answers continue in several chunks."""
     from mlx_lm.models.cache import BatchKVCache
 
     lengths = [batch.lengths[r] for r in rows]
     width = max(lengths)
     take = mx.array(list(rows))
+    if aligned or batch.aligned is not None:
+        start = max(batch.lengths) - width  # the padding every one of these rows has
+        layers = [(k[take, :, start:], v[take, :, start:]) for k, v in _left_aligned(batch, room)]
+    else:
+        layers = [
+            _rolled(c.keys[take, :, :width], c.values[take, :, :width], lengths, width, room) for c in batch.cache
+        ]
     out = []
-    for layer in batch.cache:
-        keys, values, _ = layer.state
-        c = BatchKVCache([0] * len(rows))
-        c.state = (keys[take, :, :width], values[take, :, :width], mx.array([width] * len(rows)), c.left_padding, width)
-        c.prepare(right_padding=[width - n for n in lengths])
-        c.finalize()
+    for keys, values in layers:
+        c = BatchKVCache([width - n for n in lengths])
+        c.keys, c.values = keys, values
+        c.offset, c._idx = mx.array(lengths), width
         out.append(c)
     return out
 
@@ -200,13 +234,15 @@ def distribution_rows(
     The head keeps tokens in descending probability (ties by id) until ``top_mass`` is covered
     or ``max_top`` tokens are listed; draws beyond it fall back to a full recomputation.
     """
-    z = logits.astype(np.float64) / max(temperature, 1e-8)
+    # in place: the same values without three more (rows x vocab) float64 arrays to allocate
+    z = logits.astype(np.float64)
+    z /= max(temperature, 1e-8)
     z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
+    p = np.exp(z, out=z)
     p /= p.sum(axis=1, keepdims=True)
     letters = np.stack([p[:, letter_ids[L]].sum(axis=1) for L in LETTERS], axis=1)
     k = min(max_top, p.shape[1] - 1)
-    cand = np.argpartition(-p, k, axis=1)[:, : k + 1]
+    cand = np.argpartition(np.negative(p), k, axis=1)[:, : k + 1]
     top_ids, top_probs = [], []
     for row in range(p.shape[0]):
         c = cand[row]
