@@ -1,15 +1,16 @@
 rule virtual_seeds:
-    # first tokens of analysis.expected_sets virtual seed sets, drawn from the stored scores
+    # first tokens of analysis.expected_sets virtual seed sets, drawn from one stored scores shard
     input:
         items_table="results/items.parquet",
-        scores=lambda wc: score_shards(wc.model, wc.variant),
+        scores=lambda wc: score_shards(wc.model, wc.variant, wc.shard),
     output:
-        "results/virtual_seeds/{model}/{variant}.parquet",
+        "results/virtual_seeds/{model}/{variant}/shard={shard}.parquet",
     log:
-        "logs/virtual_seeds/{model}/{variant}.log",
+        "logs/virtual_seeds/{model}/{variant}/shard={shard}.log",
     benchmark:
-        "results/benchmarks/virtual_seeds/{model}/{variant}.tsv"
+        "results/benchmarks/virtual_seeds/{model}/{variant}/shard={shard}.tsv"
     threads: config["runtime"]["threads"]
+    priority: compression_priority
     resources:
         mem_mb=config["cluster"]["light_mem_mb"],
         runtime=config["cluster"]["analysis_runtime"],

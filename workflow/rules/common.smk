@@ -64,6 +64,23 @@ def score_group(seed):
 STUDY = study(config)
 
 
+def compression_priority(wildcards):
+    """Scheduler priority of a variant's scores and virtual_seeds jobs: the more compressed the
+    variant, the higher. A degraded model answers less often with a bare letter, so its scores
+    jobs continue more answers and run longest (in the full demo on an H200 q3's prompt pass took
+    81 s, q4's 43-45 s), and they set the wall time when they start last, as they did when the
+    scheduler chose by input size, the largest checkpoints first. Quantized: 16 - bits; pruned:
+    10 x sparsity; a perturbation control: its ``like`` variant's; others 0."""
+    spec = config["variants"][wildcards.variant]
+    if "perturb" in spec:
+        spec = config["variants"][spec["perturb"]["like"]]
+    if "quantize" in spec:
+        return 16 - float(spec["quantize"]["bits"])
+    if "prune" in spec:
+        return 10 * float(spec["prune"]["sparsity"])
+    return 0
+
+
 def gpu_mem(kind):
     """Resource function: the device memory (MiB) a model job of ``kind`` declares
     (compbias.inference.memory.job_mb; <TBD> until its checkpoint exists)."""
@@ -98,18 +115,21 @@ def answer_shards():
     ]
 
 
-def score_shards(model, variant):
-    """The scores shards of (model, variant) for every study seed's scores group (one group,
-    ``fixed``, unless option_order is shuffled): what virtual seed sets draw from."""
+def score_shards(model, variant, shard):
+    """The scores shard ``shard`` of (model, variant) for every study seed's scores group (one
+    group, ``fixed``, unless option_order is shuffled): what virtual seed sets draw from."""
     groups = sorted({score_group(s) for s in SEEDS})
-    return [f"results/scores/{model}/{variant}/{g}/shard={k}.parquet" for g in groups for k in SHARDS]
+    return [f"results/scores/{model}/{variant}/{g}/shard={shard}.parquet" for g in groups]
 
 
 def virtual_seed_tables():
+    """One table per model x variant x shard: each starts once its own scores shard is there,
+    so the last one waits for one shard, not for all."""
     return expand(
-        "results/virtual_seeds/{model}/{variant}.parquet",
+        "results/virtual_seeds/{model}/{variant}/shard={shard}.parquet",
         model=MODELS,
         variant=VARIANTS,
+        shard=SHARDS,
     )
 
 

@@ -16,6 +16,17 @@ def _by_model_variant(paths) -> pl.DataFrame | None:
     )
 
 
+def _virtual(paths) -> pl.DataFrame | None:
+    """The virtual seed shards at .../{model}/{variant}/shard={k}.parquet, with model and variant columns."""
+    if not paths:
+        return None
+    parts = [
+        read_parquet(p).with_columns(model=pl.lit(Path(p).parent.parent.name), variant=pl.lit(Path(p).parent.name))
+        for p in paths
+    ]
+    return pl.concat(parts)
+
+
 with log_to(snakemake.log[0]) as log:
     tables = analyse(
         read_parquet(snakemake.input.answers),
@@ -25,7 +36,7 @@ with log_to(snakemake.log[0]) as log:
         snakemake.params.baseline,
         snakemake.params.n_seeds,
         snakemake.params.cfg,
-        virtual=_by_model_variant(snakemake.input.virtual),
+        virtual=_virtual(snakemake.input.virtual),
         variants_cfg=snakemake.params.variants_cfg,
     )
     for name, table in tables.items():

@@ -1,4 +1,4 @@
-"""Thin adapter: the virtual seed outcomes of one (model, variant) (compbias.stats.virtual_seeds)."""
+"""Thin adapter: the virtual seed outcomes of one (model, variant) shard (compbias.stats.virtual_seeds)."""
 
 from pathlib import Path
 

@@ -26,6 +26,9 @@ from compbias.inference.sampling import LETTERS
 VIRTUAL_SEED_OFFSET = 1_000_000_000
 """First virtual seed; study and placebo seeds must be smaller."""
 
+#: Head entries (rows x padded head length) drawn together: a block's temporaries fit a CPU cache.
+BLOCK_ENTRIES = 65536
+
 OUTCOMES = ("biased", "anti", "unknown", "continue", "unresolved")
 BIASED, ANTI, UNKNOWN, CONTINUE, UNRESOLVED = range(len(OUTCOMES))
 
@@ -93,9 +96,12 @@ def head_outcomes(scores: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFra
 class _Group:
     """One scores group's heads and outcome codes, drawing outcomes per seed.
 
-    Rows are split into buckets of similar head length (up to 2, 4, 8, ... tokens), each its own
-    :class:`~compbias.inference.sampling.Heads`, so that short heads are not padded to the longest one; a
-    row's draw depends on its own head and key only, so the draws are the same.
+    Rows are split into buckets of similar head length (up to 2, 4, 8, ... tokens), so that short
+    heads are not padded to the longest one, and buckets into blocks of about
+    :data:`BLOCK_ENTRIES` head entries, each its own :class:`~compbias.inference.sampling.Heads`:
+    a draw's dozen temporary arrays then stay in the CPU's cache (twice as fast for a shard of
+    6,055 heads of 64 tokens as one block). A row's draw depends on its own head and key only,
+    so the draws are the same.
     """
 
     def __init__(self, scores: pl.DataFrame, items: pl.DataFrame, rng: str):
@@ -106,11 +112,13 @@ class _Group:
         bucket = np.ceil(np.log2(np.maximum(lengths, 2))).astype(int)
         self.buckets = []
         for b in np.unique(bucket):
-            idx = np.flatnonzero(bucket == b)
-            sub = self.rows[idx]
-            self.buckets.append(
-                (idx, Heads(sub["item_id"].to_list(), sub["top_ids"].to_list(), sub["top_probs"].to_list()))
-            )
+            rows = np.flatnonzero(bucket == b)
+            size = max(16, BLOCK_ENTRIES >> int(b))  # heads of up to 2**b tokens
+            for idx in (rows[a : a + size] for a in range(0, len(rows), size)):
+                sub = self.rows[idx]
+                self.buckets.append(
+                    (idx, Heads(sub["item_id"].to_list(), sub["top_ids"].to_list(), sub["top_probs"].to_list()))
+                )
         self.rng = rng
         self.n_vocab = int(scores["n_vocab"].max()) if "n_vocab" in scores.columns else None
         # the logits' dtype, for rng reference (scores written before compbias recorded it: float32)
