@@ -106,10 +106,8 @@ class Decoder:
         from compbias.inference.scoring import continuation_cache
 
         model, _ = self._ensure()
-        # room for every step's token, so that no step grows (copies) the rows' cache; a batch
-        # whose answers continue in several chunks is aligned once for all of them
-        aligned = len(rows) > self.chunk_pairs
-        cache_of = lambda r: continuation_cache(batch, r, room=self.max_tokens, aligned=aligned)  # noqa: E731
+        # room for every step's token, so that no step grows (copies) the rows' cache
+        cache_of = lambda r: continuation_cache(batch, r, room=self.max_tokens)  # noqa: E731
         toks = self._continue(model, batch.logits, cache_of, rows, item_ids, seeds, firsts)
         return self._outcomes(toks, firsts)
 
@@ -147,7 +145,7 @@ class Decoder:
         whole = source == list(range(len(ids))) and len(source) <= self.chunk_pairs
 
         def rows_of(rows: list[int]) -> list:
-            if whole:  # one pair per prompt, one chunk: decode in place (the cache is not reused)
+            if whole and list(rows) == list(range(len(ids))):  # decode in place (not reused)
                 return cache
             sub = []
             for layer in cache:
@@ -161,8 +159,9 @@ class Decoder:
 
     def _continue(self, model, logits, cache_of, source, item_ids, seeds, firsts) -> list[list[int]]:
         """Tokens of every pair, continuing row ``source[j]`` of the prompts' ``logits``; pairs go
-        in chunks of at most ``chunk_pairs``, each starting from ``cache_of(rows)``, the KV cache
-        (mlx_lm BatchKVCache per layer) of the distinct prompt rows it continues."""
+        in chunks of at most ``chunk_pairs``, each continuing from ``cache_of(rows)``, the KV cache
+        (mlx_lm BatchKVCache per layer) of the prompt rows whose pairs go on past their first
+        token."""
         import mlx.core as mx
 
         out: list[list[int]] = []
@@ -175,30 +174,37 @@ class Decoder:
             else:
                 rows, node = list(source[part]), list(range(len(source[part])))
             sub = logits[mx.array(rows)]
-            out += self._steps(model, sub, cache_of(rows), node, item_ids[part], seeds[part], firsts[part])
+            cache_for = lambda used, rows=rows: cache_of([rows[u] for u in used])  # noqa: E731
+            out += self._steps(model, sub, cache_for, node, item_ids[part], seeds[part], firsts[part])
         return out
 
-    def _steps(self, model, logits, cache, node, item_ids, seeds, firsts) -> list[list[int]]:
+    def _steps(self, model, logits, cache_for, node, item_ids, seeds, firsts) -> list[list[int]]:
         """Sample up to ``max_tokens`` steps per pair, pair ``j`` starting from row ``node[j]`` of
-        ``logits`` and ``cache``.
+        ``logits``; ``cache_for(rows)`` gives the KV cache of those rows of ``logits``. It is
+        built after the first token, for the pairs that go on (many answers end there: with a
+        first token the scores could not draw, a bare letter).
 
         With ``share_rows``, pairs whose tokens so far are the same (seeds of one item that drew
         the same tokens) share one row of the next forward: the rows of a step are the distinct
-        (row, token) continuations of unfinished pairs. Every pair samples with its own keys
-        (seed, item, step) either way.
+        (row, token) continuations of unfinished pairs. Otherwise each pair that went on keeps
+        its row to the end. Every pair samples with its own keys (seed, item, step) either way.
         """
         import mlx.core as mx
 
         letter_of = self._letter_of
         eos = set(getattr(self._tok, "eos_token_ids", None) or [self._tok.eos_token_id])
-        pads = cache[0].left_padding.tolist() if self.share_rows else []  # the same in every layer
         n = len(item_ids)
         out: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         node = list(node)
+        held = list(range(n))  # without share_rows: the pairs with a row in ``logits``, in order
+        cache, pads = None, []
         for step in range(self.max_tokens):
-            live = [j for j in range(n) if not done[j] or not self.share_rows]
-            rows = logits[mx.array([node[j] for j in live])] if self.share_rows else logits
+            if self.share_rows:
+                live = [j for j in range(n) if not done[j]]
+                rows = logits[mx.array([node[j] for j in live])]
+            else:
+                live, rows = held, logits
             live_seeds, live_items = [seeds[j] for j in live], [item_ids[j] for j in live]
             drawn = next_tokens(self.rng, rows, self.temperature, live_seeds, live_items, step)
             nxt = dict(zip(live, drawn.tolist()))
@@ -217,8 +223,18 @@ class Decoder:
                         out[j].append(nxt[j])
             if all(done) or step + 1 == self.max_tokens:
                 break
-            if not self.share_rows:  # every pair keeps its row, finished ones too
-                logits = model(mx.array([nxt[j] for j in range(n)])[:, None], cache=cache)[:, -1]
+            if cache is None:  # the rows of the pairs that go on
+                if self.share_rows:
+                    used = sorted({node[j] for j in range(n) if not done[j]})
+                    at = {r: i for i, r in enumerate(used)}
+                    node = [at.get(r, -1) for r in node]
+                else:
+                    held = [j for j in held if not done[j]]
+                    used = [node[j] for j in held]
+                cache = cache_for(used)
+                pads = cache[0].left_padding.tolist() if self.share_rows else []  # the same in every layer
+            if not self.share_rows:  # every pair that went on keeps its row, finished ones too
+                logits = model(mx.array([nxt[j] for j in held])[:, None], cache=cache)[:, -1]
                 continue
             branch: dict[tuple[int, int], int] = {}
             for j in range(n):

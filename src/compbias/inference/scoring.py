@@ -112,8 +112,10 @@ class PromptBatch:
     logits: mx.array
     cache: list | None
     lengths: list[int]
-    #: the cache's rows left-aligned once for continuing (:func:`continuation_cache`)
+    #: the cache's rows left-aligned once for continuing, and the rows continued so far
+    #: (:func:`continuation_cache`)
     aligned: list | None = field(default=None, repr=False)
+    continued: int = 0
 
 
 def prompt_batches(
@@ -191,22 +193,23 @@ def _rolled(keys, values, lengths: Sequence[int], width: int, room: int) -> tupl
     return mx.take_along_axis(keys, src, 2), mx.take_along_axis(values, src, 2)
 
 
-def continuation_cache(batch: PromptBatch, rows: Sequence[int], room: int = 0, aligned: bool = False) -> list:
+def continuation_cache(batch: PromptBatch, rows: Sequence[int], room: int = 0) -> list:
     """mlx_lm BatchKVCache per layer for continuing rows ``rows`` (repeats allowed) of a kept
     batch cache, left-padded as mlx_lm's batch generator leaves them after
     ``BatchKVCache.prepare(right_padding=...)`` and ``finalize``, so that each row continues at
     its own position with its padding masked, and with room for ``room`` more positions before
     mlx_lm grows it (by 256: a copy of every row).
 
-    The rows are gathered and rolled (two copies of them), or with ``aligned`` gathered once
-    from the batch's cache aligned at the first such call (:func:`_left_aligned`: one copy of
-    the whole batch), which is cheaper when a batch's answers continue in several chunks."""
+    The rows are gathered and rolled (two copies of them) until the rows continued from this
+    batch would outnumber its own; from then on they are gathered once from the batch's cache,
+    aligned once (:func:`_left_aligned`: one copy of the whole batch)."""
     from mlx_lm.models.cache import BatchKVCache
 
     lengths = [batch.lengths[r] for r in rows]
     width = max(lengths)
     take = mx.array(list(rows))
-    if aligned or batch.aligned is not None:
+    batch.continued += len(rows)
+    if batch.aligned is not None or batch.continued > len(batch.lengths):
         start = max(batch.lengths) - width  # the padding every one of these rows has
         layers = [(k[take, :, start:], v[take, :, start:]) for k, v in _left_aligned(batch, room)]
     else:
