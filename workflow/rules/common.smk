@@ -7,7 +7,7 @@ from compbias.stats.tables import TABLES  # a light module: no statistics import
 from compbias.config import validate, model_source
 from compbias.keys import checkpoint_key
 from compbias.data.bbq import CATEGORIES as BBQ_FILES
-from compbias.compress.checkpoints import build_spec, variant_kind
+from compbias.compress.checkpoints import build_spec, variant_bits, variant_kind
 from compbias.settings import study, variant_dtype
 from compbias.inference.memory import build_mb, job_mb
 
@@ -74,11 +74,9 @@ def compression_priority(wildcards):
     spec = config["variants"][wildcards.variant]
     if "perturb" in spec:
         spec = config["variants"][spec["perturb"]["like"]]
-    if "quantize" in spec:
-        return 16 - float(spec["quantize"]["bits"])
     if "prune" in spec:
         return 10 * float(spec["prune"]["sparsity"])
-    return 0
+    return 16 - variant_bits(spec)
 
 
 def gpu_mem(kind):

@@ -7,23 +7,17 @@ from compbias.logs import log_to
 from compbias.stats.analysis import analyse
 
 
-def _by_model_variant(paths) -> pl.DataFrame | None:
-    """Tables at .../{model}/{variant}.parquet, with model and variant columns."""
+def _by_model_variant(paths, sharded: bool = False) -> pl.DataFrame | None:
+    """Tables at .../{model}/{variant}.parquet, or with ``sharded`` at
+    .../{model}/{variant}/shard={k}.parquet, with model and variant columns."""
     if not paths:
         return None
-    return pl.concat(
-        [read_parquet(p).with_columns(model=pl.lit(Path(p).parent.name), variant=pl.lit(Path(p).stem)) for p in paths]
-    )
-
-
-def _virtual(paths) -> pl.DataFrame | None:
-    """The virtual seed shards at .../{model}/{variant}/shard={k}.parquet, with model and variant columns."""
-    if not paths:
-        return None
-    parts = [
-        read_parquet(p).with_columns(model=pl.lit(Path(p).parent.parent.name), variant=pl.lit(Path(p).parent.name))
-        for p in paths
-    ]
+    parts = []
+    for p in paths:
+        variant_dir = Path(p).parent if sharded else Path(p).with_suffix("")
+        parts.append(
+            read_parquet(p).with_columns(model=pl.lit(variant_dir.parent.name), variant=pl.lit(variant_dir.name))
+        )
     return pl.concat(parts)
 
 
@@ -36,7 +30,7 @@ with log_to(snakemake.log[0]) as log:
         snakemake.params.baseline,
         snakemake.params.n_seeds,
         snakemake.params.cfg,
-        virtual=_virtual(snakemake.input.virtual),
+        virtual=_by_model_variant(snakemake.input.virtual, sharded=True),
         variants_cfg=snakemake.params.variants_cfg,
     )
     for name, table in tables.items():
