@@ -9,8 +9,8 @@ rule virtual_seeds:
         "logs/virtual_seeds/{model}/{variant}/shard={shard}.log",
     benchmark:
         "results/benchmarks/virtual_seeds/{model}/{variant}/shard={shard}.tsv"
-    threads: config["runtime"]["threads"]
     priority: compression_priority
+    threads: config["runtime"]["threads"]
     resources:
         mem_mb=config["cluster"]["light_mem_mb"],
         runtime=config["cluster"]["analysis_runtime"],
