@@ -20,7 +20,7 @@ def test_fast_blas_is_loaded_when_available():
     assert active_blas() == find_blas()
 
 
-@pytest.mark.parametrize("first", ["benchmarks.answering", "compbias"])
+@pytest.mark.parametrize("first", ["benchmarks.answering", "benchmarks.cpu_forward", "compbias"])
 def test_entry_points_load_the_fast_blas_before_mlx(first):
     # ruff's import sorting once put `import mlx.core` above `import compbias` in a benchmark,
     # which then ran on the wheel's reference BLAS
