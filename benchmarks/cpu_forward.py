@@ -23,17 +23,14 @@ import time
 
 import mlx.core as mx
 
+from benchmarks.timing import timed
 from compbias.inference import scoring
 from compbias.inference.runtime import load_model, resolve_runtime
 
 
-def timed(fn, reps: int = 3) -> float:
-    """Mean seconds of ``fn()`` over ``reps`` calls after one warm-up call."""
-    fn()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - start) / reps
+def seconds(fn, repeat: int = 3) -> float:
+    """Mean seconds of ``fn()`` (:func:`benchmarks.timing.timed`)."""
+    return timed(fn, repeat) / 1e3
 
 
 def blocks(model, tokens: mx.array, states) -> tuple[float, float]:
@@ -68,8 +65,8 @@ def matmuls(model, n_tokens: int) -> tuple[float, float]:
     mx.eval(x, g)
     n = len(model.model.layers)
     projs = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj)
-    projections = timed(lambda: [mx.eval([p(x) for p in projs]) for _ in range(n)])
-    mlp_s = timed(lambda: [mx.eval(mlp.gate_proj(x), mlp.up_proj(x), mlp.down_proj(g)) for _ in range(n)])
+    projections = seconds(lambda: [mx.eval([p(x) for p in projs]) for _ in range(n)])
+    mlp_s = seconds(lambda: [mx.eval(mlp.gate_proj(x), mlp.up_proj(x), mlp.down_proj(g)) for _ in range(n)])
     return projections, mlp_s
 
 
@@ -91,7 +88,7 @@ def main() -> None:
         cache = scoring._batch_cache(states, rows, len(model.layers))
         mx.eval(scoring.logits_at(model, tokens, cache, last))
 
-    forward_s = timed(forward)
+    forward_s = seconds(forward)
     attention_s, mlp_s = blocks(model, tokens, states)
     proj_s, mlp_mm_s = matmuls(model, rows * width)
 
@@ -105,10 +102,10 @@ def main() -> None:
     q = mx.random.normal((rows, heads, width, dim))
     k = mx.random.normal((rows, kv_heads, width + args.prefix, dim))
     mx.eval(a, b, q, k)
-    exp_s = timed(lambda: mx.eval(mx.exp(a)), 10)
-    mul_s = timed(lambda: mx.eval(a * b), 10)
-    swiglu_s = timed(lambda: mx.eval(swiglu(a, b)), 10)
-    sdpa_s = timed(lambda: mx.eval(mx.fast.scaled_dot_product_attention(q, k, k, scale=dim**-0.5, mask="causal")), 10)
+    exp_s = seconds(lambda: mx.eval(mx.exp(a)), 10)
+    mul_s = seconds(lambda: mx.eval(a * b), 10)
+    swiglu_s = seconds(lambda: mx.eval(swiglu(a, b)), 10)
+    sdpa_s = seconds(lambda: mx.eval(mx.fast.scaled_dot_product_attention(q, k, k, scale=dim**-0.5, mask="causal")), 10)
     n_layers, n_el = len(model.model.layers), a.size
 
     print(f"one batch: {rows} prompts x {width} tokens after a cached prefix of {args.prefix}, {n_layers} layers")

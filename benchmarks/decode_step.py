@@ -14,25 +14,15 @@ import compbias  # noqa: F401  (loads the fast BLAS before MLX)
 
 # isort: split
 import argparse
-import time
 
 import mlx.core as mx
 import numpy as np
 
+from benchmarks.timing import timed
 from compbias.inference import gumbel_device
 from compbias.inference.decoder import take_rows
 from compbias.inference.noise import item_keys, row_keys
 from compbias.inference.runtime import load_model, resolve_runtime
-
-
-def timed(fn, repeat: int) -> float:
-    """Mean milliseconds of ``fn()`` after two warm-up calls."""
-    fn()
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - start) / repeat * 1e3
 
 
 def main(argv=None) -> None:
