@@ -4,6 +4,8 @@
 # its LM head tilted towards the letters) x bf16/q8/q6/q4/q3 (built by the workflow) x every
 # ambiguous BBQ item of BBQ_DIR x 5 seeds + 5 placebo seeds, with the README's GPU command.
 #   bash benchmarks/gpu_study.sh TOKENIZER_DIR BBQ_DIR [WORK_DIR] [CORES] [GPU_MEM_MB]
+# EXTRA (environment) is added to the snakemake command, e.g. EXTRA="--set-resources
+# scores:gpu_mem_mb=60000" to let two scores jobs share the card (their batches then halve).
 # Prints RESULT wall_s=... model_compute_s=... (the model jobs' summed run time, from their
 # benchmark files) and the rest, then benchmarks.rule_times' table.
 set -euo pipefail
@@ -25,7 +27,7 @@ yaml.safe_dump(config, open(sys.argv[2], "w"))
 EOF
 start=$(date +%s)
 (cd "$root" && snakemake all --cores "$cores" --resources gpu_mem_mb="$mem" --scheduler greedy \
-    --set-threads answers=1 scores=1 perplexity=1 checkpoint=1 virtual_seeds=4 \
+    --set-threads answers=1 scores=1 perplexity=1 checkpoint=1 virtual_seeds=4 ${EXTRA:-} \
     --configfile "$work/study.yaml" --directory "$work/run" --snakefile workflow/Snakefile)
 wall=$(($(date +%s) - start))
 "$py" - "$work/run/results/benchmarks" "$wall" <<'EOF'

@@ -80,7 +80,9 @@ def test_gpu_job_shrinks_its_batches_to_its_budget(tiny_model):
         cfg = section(RuntimeCfg, "runtime", {})
         assert _limits(cuda, cfg, str(tiny_model), budget, 5) == (2048, 16)
         # MLX's own share: the weights and its part of the working set the budget leaves
-        working = (budget - shape.weights_mb - memory.PROCESS_OVERHEAD_MB) / memory.WORKING_FACTOR
+        working = (budget - shape.weights_mb - memory.PROCESS_OVERHEAD_MB - memory.ANSWERING_EXTRA_MB) / (
+            memory.ANSWERING_FACTOR
+        )
         assert mx.get_memory_limit() == int((shape.weights_mb + memory.MLX_FACTOR * working) * 2**20)
         cpu = Runtime("cpu", "float32", True, "openblas")
         assert _limits(cpu, cfg, str(tiny_model), budget, 5) == (1024, 16)  # CPU: configured as is
@@ -109,3 +111,27 @@ def test_kept_batch_caches_count_only_when_continuing_from_them(tiny_model):
     kept = memory.answering_mb(shape, 32768, 256, 5, "batch_cache")
     assert kept > memory.answering_mb(shape, 32768, 256, 5, "second_pass")
     assert kept == memory.answering_mb(shape, 32768, 256)  # the default path
+
+
+def test_quantizing_build_declares_one_copy_of_its_source_and_pruning_three(tiny_model):
+    files = sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")) / 2**20
+    fixed = memory.PROCESS_OVERHEAD_MB + memory.BUILD_EXTRA_MB
+    quantize = memory.build_mb(tiny_model, {"quantize": {"bits": 4, "group_size": 64}})
+    prune = memory.build_mb(tiny_model, {"prune": {"method": "magnitude", "sparsity": 0.5}})
+    assert quantize == pytest.approx(files + fixed, abs=1)
+    assert prune == pytest.approx(3 * files + fixed, abs=1)
+    assert memory.build_mb(tiny_model) == prune  # no spec: the larger
+
+
+def test_budget_sets_mlx_limit_by_the_kind_of_job(tiny_model):
+    import mlx.core as mx
+
+    m = memory
+    before = mx.get_memory_limit()
+    try:
+        for kind, factor, extra in (("answering", m.ANSWERING_FACTOR, m.ANSWERING_EXTRA_MB), ("perplexity", 3.5, 0)):
+            m.apply_budget(20000, 100, kind)
+            working = (20000 - 100 - m.PROCESS_OVERHEAD_MB - extra) / factor
+            assert mx.get_memory_limit() == int((100 + m.MLX_FACTOR * working) * 2**20)
+    finally:
+        mx.set_memory_limit(before)

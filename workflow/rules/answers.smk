@@ -9,7 +9,7 @@ rule scores:
         "logs/scores/{model}/{variant}/{group}/shard={shard}.log",
     benchmark:
         "results/benchmarks/scores/{model}/{variant}/{group}/shard={shard}.tsv"
-    priority: compression_priority
+    priority: scores_priority
     threads: config["runtime"]["threads"]
     resources:
         mem_mb=config["cluster"]["model_mem_mb"],

@@ -65,8 +65,8 @@ STUDY = study(config)
 
 
 def compression_priority(wildcards):
-    """Scheduler priority of a variant's scores and virtual_seeds jobs: the more compressed the
-    variant, the higher. A degraded model answers less often with a bare letter, so its scores
+    """Scheduler priority of a variant's virtual_seeds jobs (and of its scores jobs among those
+    that answer as many seeds, :func:`scores_priority`): the more compressed the variant, the higher. A degraded model answers less often with a bare letter, so its scores
     jobs continue more answers and run longest (in the full demo on an H200 q3's prompt pass took
     81 s, q4's 43-45 s), and they set the wall time when they start last, as they did when the
     scheduler chose by input size, the largest checkpoints first. Quantized: 16 - bits; pruned:
@@ -77,6 +77,15 @@ def compression_priority(wildcards):
     if "prune" in spec:
         return 10 * float(spec["prune"]["sparsity"])
     return 16 - variant_bits(spec)
+
+
+def scores_priority(wildcards):
+    """Scheduler priority of a scores job: first by the seeds it answers (the baseline's placebo
+    seeds double its draws: in the 7B-shaped study on an H200, whose random model continues every
+    answer, the bf16 job ran longest, 141 s against 108-128 s, and set the wall time when it ran
+    last), then by compression (:func:`compression_priority`)."""
+    served = variant_seeds(wildcards.variant) if wildcards.group == "fixed" else [0]
+    return 20 * len(served) + compression_priority(wildcards)
 
 
 def gpu_mem(kind):
@@ -94,7 +103,9 @@ def gpu_mem(kind):
 def checkpoint_gpu_mem(wildcards, input):
     """Device memory (MiB) of a checkpoint build (compbias.inference.memory.build_mb); a source
     the build reads itself (hub repo) is sized by cluster.checkpoint_mem_mb."""
-    return build_mb(input.source[0]) if input.source else config["cluster"]["checkpoint_mem_mb"]
+    if not input.source:
+        return config["cluster"]["checkpoint_mem_mb"]
+    return build_mb(input.source[0], build_spec(config["variants"], wildcards.variant))
 
 
 def checkpoint_dir(model, variant):

@@ -10,7 +10,7 @@ with log_to(snakemake.log[0]) as log:
     cfg = study(snakemake.config).runtime
     runtime = resolve_runtime(cfg.compute_dtype, cfg.dequantize)
     budget = snakemake.resources.gpu_mem_mb
-    hold_to_budget(runtime, snakemake.input.checkpoint, budget)
+    hold_to_budget(runtime, snakemake.input.checkpoint, budget, "perplexity")
     model, _, _ = load_model(snakemake.input.checkpoint, runtime)
     corpus = read_parquet(snakemake.input.corpus)
     table = sequence_losses(model, corpus["tokens"].to_list(), snakemake.params.batch_size)

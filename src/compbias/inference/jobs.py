@@ -41,13 +41,14 @@ def _limits(runtime, runtime_cfg: Runtime, checkpoint: str, gpu_mem_mb: int, max
     return fitted
 
 
-def hold_to_budget(runtime, checkpoint: str, gpu_mem_mb: int) -> memory.ModelShape | None:
-    """On a GPU with a declared ``gpu_mem_mb``, hold MLX to it (:func:`memory.apply_budget`) and
-    return the checkpoint's :class:`memory.ModelShape`; None (nothing done) on CPU or without one."""
+def hold_to_budget(runtime, checkpoint: str, gpu_mem_mb: int, kind: str = "answering") -> memory.ModelShape | None:
+    """On a GPU with a declared ``gpu_mem_mb``, hold MLX to it (:func:`memory.apply_budget`, for a
+    job of ``kind``) and return the checkpoint's :class:`memory.ModelShape`; None (nothing done)
+    on CPU or without one."""
     if runtime.device == "cpu" or not gpu_mem_mb:
         return None
     shape = memory.model_shape(checkpoint)
-    memory.apply_budget(gpu_mem_mb, shape.weights_mb)
+    memory.apply_budget(gpu_mem_mb, shape.weights_mb, kind)
     return shape
 
 

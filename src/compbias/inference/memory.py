@@ -23,13 +23,25 @@ from compbias.inference.gumbel_device import SAMPLER_BYTES
 #: A process's device memory outside MLX's own accounting before any work: the CUDA context
 #: (518 MiB seen per process on an H200), MiB.
 PROCESS_OVERHEAD_MB = 640
-#: MLX's peak over the estimated batch working set (:func:`_forward_bytes`): 1.55 measured
-#: (scores jobs of the full demo on an H200: peak 5,094 MiB, 257 MiB of it weights).
-MLX_FACTOR = 1.6
-#: The whole process over the estimated working set: the CUDA graphs and cuDNN attention plans
-#: MLX caches and the CUDA pool's freed-but-reserved memory come on top of MLX's peak (scores
-#: jobs of the full demo: up to 10,914 MiB per process by nvidia-smi, 3.2 times the estimate).
+#: MLX's peak over the estimated batch working set (:func:`_forward_bytes`), H200: 1.65 (full
+#: demo scores jobs, 32768/256), 1.70 (7B shape, 16384/128) and 1.55 (7B shape, 32768/256).
+MLX_FACTOR = 1.75
+#: A perplexity job's whole process over its working set (full demo: up to 1,488 MiB per
+#: process by nvidia-smi; 7B shape: 16,718 MiB, declared 17,942).
 WORKING_FACTOR = 3.5
+#: A scores or answers job's whole process over its working set: MLX's share and the CUDA pool's
+#: freed-but-reserved memory (by nvidia-smi 2.32 times the working set in the full demo's scores
+#: jobs, 2.06 in the 7B shape's at 16384/128, counting the extra below as working set).
+ANSWERING_FACTOR = 1.95
+#: ...and what such a job holds beside it, whatever its size: MLX's buffer cache (up to 2 GiB) and
+#: the CUDA graphs and cuDNN attention plans of its many batch shapes (process minus MLX's peak
+#: minus the context: 3,212 MiB in the full demo, 4,484 in the 7B shape), MiB.
+ANSWERING_EXTRA_MB = 4000
+#: A checkpoint build's memory beside its weights and the CUDA context (quantization
+#: temporaries, the library's workspaces), MiB.
+BUILD_EXTRA_MB = 640
+#: (factor, extra MiB) of the process model per kind of job (:func:`_process_mb`).
+PROCESS_MODEL = {"answering": (ANSWERING_FACTOR, ANSWERING_EXTRA_MB), "perplexity": (WORKING_FACTOR, 0)}
 #: Longest prompt assumed for the attention-score term (BBQ prompts are ~100-400 tokens).
 MAX_PROMPT = 1024
 #: Tokens of the shared prompt prefix whose KV cache is repeated per row.
@@ -126,9 +138,10 @@ def _forward_bytes(
     return kv + activations + attention + logits
 
 
-def _process_mb(shape: ModelShape, working: float) -> int:
-    # weights, the CUDA context and the working set with what comes on top of it (WORKING_FACTOR)
-    return math.ceil(shape.weights_mb + PROCESS_OVERHEAD_MB + WORKING_FACTOR * working / _MB)
+def _process_mb(shape: ModelShape, working: float, kind: str) -> int:
+    # weights, the CUDA context and the working set with what comes on top of it (PROCESS_MODEL)
+    factor, extra = PROCESS_MODEL[kind]
+    return math.ceil(shape.weights_mb + PROCESS_OVERHEAD_MB + extra + factor * working / _MB)
 
 
 def answering_mb(
@@ -142,13 +155,13 @@ def answering_mb(
     (:data:`compbias.inference.gumbel_device.SAMPLER_BYTES`) come on top."""
     kept = batch_tokens + max_batch * CONTINUATION_WIDTH if continuation == "batch_cache" else 0
     working = _forward_bytes(shape, batch_tokens, max_batch, MAX_PROMPT + max_tokens, max_batch, kept)
-    return _process_mb(shape, working + SAMPLER_BYTES)
+    return _process_mb(shape, working + SAMPLER_BYTES, "answering")
 
 
 def perplexity_mb(shape: ModelShape, batch_size: int, seq_len: int) -> int:
     """Device memory (MiB) of a perplexity job: logits over every position of a batch."""
     tokens = batch_size * seq_len
-    return _process_mb(shape, _forward_bytes(shape, tokens, batch_size, seq_len, tokens))
+    return _process_mb(shape, _forward_bytes(shape, tokens, batch_size, seq_len, tokens), "perplexity")
 
 
 def fit_batches(
@@ -170,16 +183,18 @@ def fit_batches(
     return batch_tokens, max_batch
 
 
-def apply_budget(budget_mb: int, weights_mb: float, cache_limit_mb: int = 2048) -> None:
-    """Keep MLX within its share of ``budget_mb``: a memory limit (beyond which MLX frees its
-    buffer cache before allocating) at the weights plus the :data:`MLX_FACTOR` part of what the
-    budget leaves for the working set, the rest being the process's memory outside MLX, and a
-    buffer cache no larger than what that limit leaves beside the weights, nor than
-    ``cache_limit_mb`` (with 4 GiB, scores processes of the full demo reached 18,802 MiB by
-    nvidia-smi against 17,717 declared)."""
+def apply_budget(budget_mb: int, weights_mb: float, kind: str = "answering", cache_limit_mb: int = 2048) -> None:
+    """Keep MLX within its share of ``budget_mb`` for a job of ``kind`` (``answering`` or
+    ``perplexity``, :data:`PROCESS_MODEL`): a memory limit (beyond which MLX frees its buffer
+    cache before allocating) at the weights plus the :data:`MLX_FACTOR` part of the working set
+    the budget leaves, the rest being the process's memory outside MLX, and a buffer cache no
+    larger than what that limit leaves beside the weights, nor than ``cache_limit_mb`` (with
+    4 GiB, scores processes of the full demo reached 18,802 MiB by nvidia-smi against 17,717
+    declared)."""
     import mlx.core as mx
 
-    working = max(budget_mb - weights_mb - PROCESS_OVERHEAD_MB, 0) / WORKING_FACTOR
+    factor, extra = PROCESS_MODEL[kind]
+    working = max(budget_mb - weights_mb - PROCESS_OVERHEAD_MB - extra, 0) / factor
     limit = weights_mb + MLX_FACTOR * working
     mx.set_memory_limit(int(limit * _MB))
     mx.set_cache_limit(int(max(0, min(cache_limit_mb, limit - weights_mb)) * _MB))
@@ -209,11 +224,15 @@ def job_mb(kind: str, checkpoint: str | Path, study, scores: str | Path | None =
     return answering_mb(shape, *limits, int(study.decoding.max_tokens), mode)
 
 
-def build_mb(source: str | Path) -> int:
-    """Device memory (MiB) of building a checkpoint from the local checkpoint ``source``: its
-    weights, the output's and a calibration batch (pruning), taken as three times the source's
-    safetensors on disk, plus the process overhead."""
+def build_mb(source: str | Path, spec: dict | None = None) -> int:
+    """Device memory (MiB) of building a checkpoint from the local checkpoint ``source`` with
+    build ``spec``: a cast or quantization reads the source layer by layer, taken as the source's
+    safetensors on disk once (H200: 5,576-8,546 MiB per process for a 7B shape's 14.8 GB, 1,194
+    for the demo's 270 MB); pruning and perturbation hold the source, the output and a
+    calibration batch or the noise, taken as three times it. Plus the process overhead and
+    :data:`BUILD_EXTRA_MB`."""
     if not Path(source).is_dir():
         raise FileNotFoundError(2, "no source checkpoint", str(source))
     files = sum(f.stat().st_size for f in Path(source).glob("*.safetensors"))
-    return math.ceil(3 * files / _MB) + PROCESS_OVERHEAD_MB
+    copies = 3 if spec is None or "prune" in spec or "perturb" in spec else 1
+    return math.ceil(copies * files / _MB) + PROCESS_OVERHEAD_MB + BUILD_EXTRA_MB
