@@ -7,8 +7,10 @@ pass as the scores job runs it (``rows`` prompts of ``suffix`` tokens after a ca
 prefix, the default geometry of the demo's BBQ prompts), then per layer the attention block and
 the MLP block, the same matmuls alone on inputs of the same shapes, and element-wise ops on the
 MLP's activation shape: ``exp`` (which MLX's Linux CPU build computes as a scalar polynomial
-calling libm's ``fma``), ``multiply``, mlx_lm's ``swiglu`` and the attention kernel
-(``mx.fast.scaled_dot_product_attention``, whose softmax uses the same exp). The last line is
+calling libm's ``fma``), ``multiply``, mlx_lm's ``swiglu`` (``mx.compile``'d: built by MLX's JIT,
+with hardware fma where :mod:`compbias.inference.cpu_jit` applies; ``COMPBIAS_JIT_FMA=off`` and
+an empty ``TMPDIR`` for the JIT's cache compare without) and the attention kernel
+(``mx.fast.scaled_dot_product_attention``, whose softmax uses the wheel's exp). The last line is
 ``RESULT key=value ...``.
 """
 
