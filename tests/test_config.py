@@ -95,6 +95,13 @@ def test_dry_run_of_the_paper_study_is_offline(tmp_path):
     assert int(jobs["answers"]) == study + placebo
     assert int(jobs["checkpoint"]) == 15
     assert int(jobs["scores"]) == 15 * cfg["shards"]  # one forward pass shared by all seeds
+    # scores jobs go by the seeds they answer (bf16 with the placebo seeds first), then compression
+    priority = {}
+    for block in run.stdout.split("\n\n"):
+        if "rule scores:" in block:
+            variant = block.split("variant=")[1].split(",")[0]
+            priority.setdefault(variant, set()).add(float(block.split("priority: ")[1].split()[0]))
+    assert min(priority["bf16"]) > max(priority["q3"]) > max(priority["q4"]) > max(priority["q8"])
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
