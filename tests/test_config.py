@@ -96,11 +96,14 @@ def test_dry_run_of_the_paper_study_is_offline(tmp_path):
     assert int(jobs["checkpoint"]) == 15
     assert int(jobs["scores"]) == 15 * cfg["shards"]  # one forward pass shared by all seeds
     # scores jobs go by the seeds they answer (bf16 with the placebo seeds first), then compression
-    priority = {}
-    for block in run.stdout.split("\n\n"):
-        if "rule scores:" in block:
-            variant = block.split("variant=")[1].split(",")[0]
-            priority.setdefault(variant, set()).add(float(block.split("priority: ")[1].split()[0]))
+    priority, rule, variant = {}, None, None
+    for line in run.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule, variant = line.split()[1].rstrip(":"), None
+        elif rule == "scores" and "wildcards:" in line:
+            variant = line.split("variant=")[1].split(",")[0]
+        elif rule == "scores" and line.strip().startswith("priority:"):
+            priority.setdefault(variant, set()).add(float(line.split()[1]))
     assert min(priority["bf16"]) > max(priority["q3"]) > max(priority["q4"]) > max(priority["q8"])
 
 
