@@ -66,8 +66,9 @@ STUDY = study(config)
 
 def compression_priority(wildcards):
     """Scheduler priority of a variant's virtual_seeds jobs (and of its scores jobs among those
-    that answer as many seeds, :func:`scores_priority`): the more compressed the variant, the higher. A degraded model answers less often with a bare letter, so its scores
-    jobs continue more answers and run longest (in the full demo on an H200 q3's prompt pass took
+    that answer as many seeds, :func:`scores_priority`): the more compressed the variant, the
+    higher. A degraded model answers less often with a bare letter, so its scores jobs continue
+    more answers and run longest (in the full demo on an H200 q3's prompt pass took
     81 s, q4's 43-45 s), and they set the wall time when they start last, as they did when the
     scheduler chose by input size, the largest checkpoints first. Quantized: 16 - bits; pruned:
     10 x sparsity; a perturbation control: its ``like`` variant's; others 0."""
@@ -84,8 +85,9 @@ def scores_priority(wildcards):
     seeds double its draws: in the 7B-shaped study on an H200, whose random model continues every
     answer, the bf16 job ran longest, 141 s against 108-128 s, and set the wall time when it ran
     last), then by compression (:func:`compression_priority`)."""
-    served = variant_seeds(wildcards.variant) if wildcards.group == "fixed" else [0]
-    return 20 * len(served) + compression_priority(wildcards)
+    # a group of shuffled option order (seed=N) serves its one seed
+    served = len(variant_seeds(wildcards.variant)) if wildcards.group == "fixed" else 1
+    return 20 * served + compression_priority(wildcards)
 
 
 def gpu_mem(kind):

@@ -27,11 +27,12 @@ PROCESS_OVERHEAD_MB = 640
 #: demo scores jobs, 32768/256), 1.70 (7B shape, 16384/128) and 1.55 (7B shape, 32768/256).
 MLX_FACTOR = 1.75
 #: A perplexity job's whole process over its working set (full demo: up to 1,488 MiB per
-#: process by nvidia-smi; 7B shape: 16,718 MiB, declared 17,942).
+#: process by nvidia-smi, declared 3,110; 7B shape: up to 16,876 MiB, declared 17,927).
 WORKING_FACTOR = 3.5
-#: A scores or answers job's whole process over its working set: MLX's share and the CUDA pool's
-#: freed-but-reserved memory (by nvidia-smi 2.32 times the working set in the full demo's scores
-#: jobs, 2.06 in the 7B shape's at 16384/128, counting the extra below as working set).
+#: A scores or answers job's process per byte of its working set: MLX's share and the CUDA pool's
+#: freed-but-reserved memory. With the extra below it covers nvidia-smi's per-process peaks on an
+#: H200, where the process less weights and context was 2.32 times the working set (full demo,
+#: 32768/256), 2.06 times (7B shape, 16384/128) and 1.97 times (7B shape, 32768/256).
 ANSWERING_FACTOR = 1.95
 #: ...and what such a job holds beside it, whatever its size: MLX's buffer cache (up to 2 GiB) and
 #: the CUDA graphs and cuDNN attention plans of its many batch shapes (process minus MLX's peak
