@@ -9,6 +9,7 @@ from compbias.keys import checkpoint_key
 from compbias.data.bbq import CATEGORIES as BBQ_FILES
 from compbias.compress.checkpoints import build_spec, variant_bits, variant_kind
 from compbias.settings import study, variant_dtype
+from compbias.inference.jobs import group_seeds
 from compbias.inference.memory import build_mb, job_mb
 
 # the schema ships with the package (compbias/schemas; workflow/schemas links to it)
@@ -85,9 +86,8 @@ def scores_priority(wildcards):
     seeds double its draws: in the 7B-shaped study on an H200, whose random model continues every
     answer, the bf16 job ran longest, 141 s against 108-128 s, and set the wall time when it ran
     last), then by compression (:func:`compression_priority`)."""
-    # a group of shuffled option order (seed=N) serves its one seed
-    served = len(variant_seeds(wildcards.variant)) if wildcards.group == "fixed" else 1
-    return 20 * served + compression_priority(wildcards)
+    served = group_seeds(wildcards.group, variant_seeds(wildcards.variant))  # as the scores job
+    return 20 * len(served) + compression_priority(wildcards)
 
 
 def gpu_mem(kind):

@@ -52,13 +52,13 @@ def use_fma_jit(setting: str | None = None, directory: str | Path | None = None)
     setting = setting or os.environ.get("COMPBIAS_JIT_FMA", "auto")
     if setting == "off" or platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return None
-    if not cpu_has_fma():
-        return None
     directory = Path(directory or Path(tempfile.gettempdir()) / f"compbias-jit-{os.getuid()}")
     wrapper = directory / "g++"
     path = os.environ.get("PATH", "")
-    if path.split(os.pathsep)[0] == str(directory):
+    if path.split(os.pathsep)[0] == str(directory):  # set up by the parent process
         return str(wrapper)
+    if not cpu_has_fma():
+        return None
     gxx = shutil.which("g++", path=os.pathsep.join(p for p in path.split(os.pathsep) if p != str(directory)))
     if gxx is None:
         return None

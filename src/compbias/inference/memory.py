@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from compbias.compress.checkpoints import variant_kind
 from compbias.inference.gumbel_device import SAMPLER_BYTES
 
 #: A process's device memory outside MLX's own accounting before any work: the CUDA context
@@ -235,5 +236,5 @@ def build_mb(source: str | Path, spec: dict | None = None) -> int:
     if not Path(source).is_dir():
         raise FileNotFoundError(2, "no source checkpoint", str(source))
     files = sum(f.stat().st_size for f in Path(source).glob("*.safetensors"))
-    copies = 3 if spec is None or "prune" in spec or "perturb" in spec else 1
+    copies = 3 if spec is None or variant_kind(spec) in ("prune", "perturb") else 1
     return math.ceil(copies * files / _MB) + PROCESS_OVERHEAD_MB + BUILD_EXTRA_MB
