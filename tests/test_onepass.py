@@ -141,3 +141,28 @@ def test_continuation_cache_gathers_left_padded_rows_with_room(loaded):
                 np.testing.assert_array_equal(np.array(c.values[j, :, width - n : width]), values[r, :, :n])
         model(mx.array([[3]] * len(rows)), cache=cache)
         assert cache[0].keys.shape[2] == width + 4  # written in place, not grown
+
+
+@pytest.mark.parametrize("share_rows", [True, False])
+def test_decode_chunks_hold_only_the_answers_that_go_on(loaded, share_rows):
+    """Answers that end at their first token (here: the end of text) leave no gap in the decode
+    chunks, and the chunk size changes no answer."""
+    model, tok, _, items = loaded
+    spec = PromptSpec()
+    sizes: list[int] = []
+
+    class Counting(Decoder):
+        def _steps(self, cache_for, model, node, item_ids, seeds, firsts):
+            sizes.append(len(item_ids))
+            return super()._steps(cache_for, model, node, item_ids, seeds, firsts)
+
+    rows = items.head(4).to_dicts() * 2
+    seeds = [42] * 4 + [123] * 4
+    word = tok.encode(" The", add_special_tokens=False)[0]
+    firsts = [tok.eos_token_id, word] * 4  # every other answer ends at once
+    small = Counting(lambda: (model, tok), spec, 0.3, 5, 1024, 4, chunk_pairs=2, share_rows=share_rows)
+    got = small.decode_pairs(rows, seeds, firsts)
+    assert sizes == [2, 2]  # the four answers that go on, two per chunk; none for the others
+    assert [got[j] for j in range(0, 8, 2)] == [("", None)] * 4
+    large = Decoder(lambda: (model, tok), spec, 0.3, 5, 1024, 4, chunk_pairs=64, share_rows=share_rows)
+    assert large.decode_pairs(rows, seeds, firsts) == got

@@ -158,90 +158,111 @@ class Decoder:
         return self._continue(model, logits, rows_of, source, item_ids, seeds, firsts)
 
     def _continue(self, model, logits, cache_of, source, item_ids, seeds, firsts) -> list[list[int]]:
-        """Tokens of every pair, continuing row ``source[j]`` of the prompts' ``logits``; pairs go
-        in chunks of at most ``chunk_pairs``, each continuing from ``cache_of(rows)``, the KV cache
-        (mlx_lm BatchKVCache per layer) of the prompt rows whose pairs go on past their first
-        token."""
-        import mlx.core as mx
+        """Tokens of every pair, continuing row ``source[j]`` of the prompts' ``logits``.
 
-        out: list[list[int]] = []
-        for c in range(0, len(source), self.chunk_pairs):
-            part = slice(c, c + self.chunk_pairs)
-            if self.share_rows:
-                rows = sorted(set(source[part]))
-                at = {r: i for i, r in enumerate(rows)}
-                node = [at[r] for r in source[part]]
-            else:
-                rows, node = list(source[part]), list(range(len(source[part])))
-            sub = logits[mx.array(rows)]
-            cache_for = lambda used, rows=rows: cache_of([rows[u] for u in used])  # noqa: E731
-            out += self._steps(model, sub, cache_for, node, item_ids[part], seeds[part], firsts[part])
+        First every pair's first token: the scores' (``firsts``) or drawn here, in chunks of at
+        most ``chunk_pairs`` rows. Many answers end there (a bare letter the scores could not
+        draw, or the end of text), so only then are the pairs that go on cut into chunks of at
+        most ``chunk_pairs``, each continuing from ``cache_of(rows)``, the KV cache (mlx_lm
+        BatchKVCache per layer) of its prompt rows: the decode steps run full chunks however few
+        answers go on. A pair's tokens depend on its keys (seed, item, step) and its logits only."""
+        out, live = self._first_tokens(logits, source, item_ids, seeds, firsts)
+        for c in range(0, len(live), self.chunk_pairs):
+            part = live[c : c + self.chunk_pairs]
+            rows = sorted({source[j] for j in part})
+            at = {r: i for i, r in enumerate(rows)}
+            got = self._steps(
+                lambda used, rows=rows: cache_of([rows[u] for u in used]),
+                model,
+                [at[source[j]] for j in part],
+                [item_ids[j] for j in part],
+                [seeds[j] for j in part],
+                [out[j][0] for j in part],
+            )
+            for j, tokens in zip(part, got):
+                out[j] = tokens
         return out
 
-    def _steps(self, model, logits, cache_for, node, item_ids, seeds, firsts) -> list[list[int]]:
-        """Sample up to ``max_tokens`` steps per pair, pair ``j`` starting from row ``node[j]`` of
-        ``logits``; ``cache_for(rows)`` gives the KV cache of those rows of ``logits``. It is
-        built after the first token, for the pairs that go on (many answers end there: with a
-        first token the scores could not draw, a bare letter).
+    def _first_tokens(self, logits, source, item_ids, seeds, firsts) -> tuple[list[list[int]], list[int]]:
+        """Each pair's first token (``firsts[j]``, or drawn from row ``source[j]`` of ``logits``)
+        as a one-token list, empty at the end of text, and the pairs that go on past it (in
+        order): none when ``max_tokens`` is 1, never one whose drawn token is a bare letter."""
+        import mlx.core as mx
+
+        out = [[] if f is None else [f] for f in firsts]
+        todo = [j for j, f in enumerate(firsts) if f is None]
+        for c in range(0, len(todo), self.chunk_pairs):
+            part = todo[c : c + self.chunk_pairs]
+            rows = logits[mx.array([source[j] for j in part])]
+            drawn = next_tokens(
+                self.rng, rows, self.temperature, [seeds[j] for j in part], [item_ids[j] for j in part], 0
+            )
+            for j, t in zip(part, drawn.tolist()):
+                out[j] = [t]
+        eos = self._eos()
+        if self.max_tokens <= 1:
+            return [o if o and o[0] not in eos else [] for o in out], []
+        live = []
+        for j, o in enumerate(out):
+            if o[0] in eos:
+                out[j] = []
+            elif firsts[j] is not None or o[0] not in self._letter_of:
+                live.append(j)
+        return out, live
+
+    def _eos(self) -> set[int]:
+        return set(getattr(self._tok, "eos_token_ids", None) or [self._tok.eos_token_id])
+
+    def _steps(self, cache_for, model, node, item_ids, seeds, firsts) -> list[list[int]]:
+        """Tokens of pairs that go on past their first tokens ``firsts``, up to ``max_tokens`` in
+        all, pair ``j`` continuing prompt row ``node[j]``; ``cache_for(rows)`` gives the KV cache
+        of those rows, built once, with room for every step.
 
         With ``share_rows``, pairs whose tokens so far are the same (seeds of one item that drew
         the same tokens) share one row of the next forward: the rows of a step are the distinct
-        (row, token) continuations of unfinished pairs. Otherwise each pair that went on keeps
-        its row to the end. Every pair samples with its own keys (seed, item, step) either way.
+        (row, token) continuations of unfinished pairs. Otherwise each pair keeps its row to the
+        end. Every pair samples with its own keys (seed, item, step) either way.
         """
         import mlx.core as mx
 
-        letter_of = self._letter_of
-        eos = set(getattr(self._tok, "eos_token_ids", None) or [self._tok.eos_token_id])
+        eos = self._eos()
         n = len(item_ids)
-        out: list[list[int]] = [[] for _ in range(n)]
+        out = [[f] for f in firsts]
         done = [False] * n
-        node = list(node)
-        held = list(range(n))  # without share_rows: the pairs with a row in ``logits``, in order
-        cache, pads = None, []
-        for step in range(self.max_tokens):
+        nxt = dict(enumerate(firsts))
+        if self.share_rows:
+            used = sorted(set(node))
+            at = {r: i for i, r in enumerate(used)}
+            node = [at[r] for r in node]
+        else:
+            used = list(node)
+        cache = cache_for(used)
+        pads = cache[0].left_padding.tolist() if self.share_rows else []  # the same in every layer
+        for step in range(1, self.max_tokens):
             if self.share_rows:
+                branch: dict[tuple[int, int], int] = {}
+                for j in range(n):
+                    if not done[j]:
+                        node[j] = branch.setdefault((node[j], nxt[j]), len(branch))
+                pads = take_rows(cache, [r for r, _ in branch], pads)  # one row per distinct continuation
+                logits = model(mx.array([t for _, t in branch])[:, None], cache=cache)[:, -1]
                 live = [j for j in range(n) if not done[j]]
                 rows = logits[mx.array([node[j] for j in live])]
-            else:
-                live, rows = held, logits
-            live_seeds, live_items = [seeds[j] for j in live], [item_ids[j] for j in live]
-            drawn = next_tokens(self.rng, rows, self.temperature, live_seeds, live_items, step)
+            else:  # every pair keeps its row, finished ones too
+                logits = model(mx.array([nxt[j] for j in range(n)])[:, None], cache=cache)[:, -1]
+                live, rows = list(range(n)), logits
+            drawn = next_tokens(
+                self.rng, rows, self.temperature, [seeds[j] for j in live], [item_ids[j] for j in live], step
+            )
             nxt = dict(zip(live, drawn.tolist()))
-            if step == 0:
-                nxt = {j: t if firsts[j] is None else firsts[j] for j, t in nxt.items()}
-                # a bare letter drawn here (not by the scores) is a first-token answer
-                for j, t in nxt.items():
-                    if firsts[j] is None and t in letter_of:
-                        done[j] = True
-                        out[j].append(t)
             for j in live:
                 if not done[j]:
                     if nxt[j] in eos:
                         done[j] = True
                     else:
                         out[j].append(nxt[j])
-            if all(done) or step + 1 == self.max_tokens:
+            if all(done):
                 break
-            if cache is None:  # the rows of the pairs that go on
-                if self.share_rows:
-                    used = sorted({node[j] for j in range(n) if not done[j]})
-                    at = {r: i for i, r in enumerate(used)}
-                    node = [at.get(r, -1) for r in node]
-                else:
-                    held = [j for j in held if not done[j]]
-                    used = [node[j] for j in held]
-                cache = cache_for(used)
-                pads = cache[0].left_padding.tolist() if self.share_rows else []  # the same in every layer
-            if not self.share_rows:  # every pair that went on keeps its row, finished ones too
-                logits = model(mx.array([nxt[j] for j in held])[:, None], cache=cache)[:, -1]
-                continue
-            branch: dict[tuple[int, int], int] = {}
-            for j in range(n):
-                if not done[j]:
-                    node[j] = branch.setdefault((node[j], nxt[j]), len(branch))
-            pads = take_rows(cache, [r for r, _ in branch], pads)  # one row per distinct continuation
-            logits = model(mx.array([t for _, t in branch])[:, None], cache=cache)[:, -1]
         return out
 
 
