@@ -8,7 +8,7 @@ from compbias.inference.answering import answer_seed, role_of, score_items
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import load_model, resolve_runtime
-from compbias.inference.sampling import invert, parse_letter, sample_rows, sorted_distribution, uniform
+from compbias.inference.sampling import Heads, invert, parse_letter, sample_rows, sorted_distribution, uniform
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,26 @@ def test_sample_rows_matches_the_scalar_sampler():
         ids, p = sorted_distribution(logits[row], 0.3)
         k = invert(us[row], p)
         assert got[row] == ids[-1 if k is None else k]
+
+
+@pytest.mark.parametrize("rng", ["gumbel", "reference"])
+def test_heads_draw_only_complete_heads_and_each_row_alone(rng):
+    """Heads short of HEAD_MASS draw -1 (and are skipped); a complete head's draw is the same
+    whichever other heads share its Heads."""
+    gen = np.random.default_rng(5)
+    ids, probs, names = [], [], []
+    for i in range(40):
+        n = int(gen.integers(1, 12))
+        p = gen.dirichlet(np.ones(n) * 0.3)
+        if i % 3 == 0:
+            p = p * 0.99  # incomplete: 1% of the mass lies beyond the head
+        order = np.argsort(-p)
+        ids.append([int(t) for t in gen.choice(500, n, replace=False)[order]])
+        probs.append([float(x) for x in p[order]])
+        names.append(f"item{i}")
+    heads = Heads(names, ids, probs)
+    for seed in (1, 99):
+        got = heads.draw(rng, seed, 500)
+        assert (got[::3] == -1).all() and (np.delete(got, np.s_[::3]) >= 0).all()
+        alone = [Heads([n], [i], [p]).draw(rng, seed, 500)[0] for n, i, p in zip(names, ids, probs)]
+        assert got.tolist() == alone

@@ -150,6 +150,11 @@ class Heads:
             self.logp = np.where(self.ids >= 0, np.log(probs), -np.inf)
         #: the head holds every token a Gumbel draw can pick (mass >= HEAD_MASS)
         self.complete = self.cum[:, -1] >= HEAD_MASS
+        # a head short of HEAD_MASS gives -1 whatever its noise, so only complete heads are drawn
+        # (a heavily compressed model's heads are often all incomplete)
+        self._rows = np.flatnonzero(self.complete)
+        self._ids = np.maximum(self.ids[self._rows], 0)
+        self._logp = self.logp[self._rows]
         self._keys: np.ndarray | None = None
         self._token_keys: np.ndarray | None = None
 
@@ -168,18 +173,22 @@ class Heads:
             us = np.array([uniform(seed, i, step) for i in self.item_ids])
             pos = (self.cum <= us[:, None]).sum(axis=1)
             return np.where((pos < (self.ids >= 0).sum(axis=1)), pos, -1)
+        if rng == "reference" and reference_algorithm() == "icdf":
+            return self._reference_icdf(reference_uniform(seed, step))
+        if rng == "reference" and n_vocab is None:
+            raise ValueError("decoding.rng reference needs the vocabulary size (scores n_vocab)")
+        pos = np.full(len(self.item_ids), -1, dtype=np.int64)
+        if not len(self._rows):
+            return pos
         if rng == "gumbel":
             if self._keys is None:
-                self._keys, self._token_keys = item_keys(self.item_ids), token_keys(np.maximum(self.ids, 0))
-            noise = gumbel(row_keys(self._keys, seed, step), np.maximum(self.ids, 0), self._token_keys)
-        elif reference_algorithm() == "icdf":
-            return self._reference_icdf(reference_uniform(seed, step))
+                self._keys = item_keys([self.item_ids[r] for r in self._rows])
+                self._token_keys = token_keys(self._ids)
+            noise = gumbel(row_keys(self._keys, seed, step), self._ids, self._token_keys)
         else:
-            if n_vocab is None:
-                raise ValueError("decoding.rng reference needs the vocabulary size (scores n_vocab)")
-            noise = reference_noise(seed, step, n_vocab, dtype)[np.maximum(self.ids, 0)]
-        pos = np.argmax(self.logp + noise, axis=1)
-        return np.where(self.complete, pos, -1)
+            noise = reference_noise(seed, step, n_vocab, dtype)[self._ids]
+        pos[self._rows] = np.argmax(self._logp + noise, axis=1)
+        return pos
 
     def _reference_icdf(self, u: float) -> np.ndarray:
         """MLX's one-row inverse CDF in token-id order, over the head (the tail's < 1e-6 of
