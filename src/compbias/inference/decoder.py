@@ -199,14 +199,11 @@ class Decoder:
             )
             for j, t in zip(part, drawn.tolist()):
                 out[j] = [t]
-        eos = self._eos()
-        if self.max_tokens <= 1:
-            return [o if o and o[0] not in eos else [] for o in out], []
-        live = []
+        eos, live = self._eos(), []
         for j, o in enumerate(out):
             if o[0] in eos:
                 out[j] = []
-            elif firsts[j] is not None or o[0] not in self._letter_of:
+            elif self.max_tokens > 1 and (firsts[j] is not None or o[0] not in self._letter_of):
                 live.append(j)
         return out, live
 
