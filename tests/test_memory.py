@@ -129,7 +129,10 @@ def test_budget_sets_mlx_limit_by_the_kind_of_job(tiny_model):
     m = memory
     before = mx.get_memory_limit()
     try:
-        for kind, factor, extra in (("answering", m.ANSWERING_FACTOR, m.ANSWERING_EXTRA_MB), ("perplexity", 3.5, 0)):
+        for kind, factor, extra in (
+            ("answering", m.ANSWERING_FACTOR, m.ANSWERING_EXTRA_MB),
+            ("perplexity", m.WORKING_FACTOR, 0),
+        ):
             m.apply_budget(20000, 100, kind)
             working = (20000 - 100 - m.PROCESS_OVERHEAD_MB - extra) / factor
             assert mx.get_memory_limit() == int((100 + m.MLX_FACTOR * working) * 2**20)

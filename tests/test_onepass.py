@@ -152,9 +152,9 @@ def test_decode_chunks_hold_only_the_answers_that_go_on(loaded, share_rows):
     sizes: list[int] = []
 
     class Counting(Decoder):
-        def _steps(self, cache_for, model, node, item_ids, seeds, firsts):
+        def _steps(self, model, cache_for, node, item_ids, seeds, firsts):
             sizes.append(len(item_ids))
-            return super()._steps(cache_for, model, node, item_ids, seeds, firsts)
+            return super()._steps(model, cache_for, node, item_ids, seeds, firsts)
 
     rows = items.head(4).to_dicts() * 2
     seeds = [42] * 4 + [123] * 4

@@ -172,8 +172,8 @@ class Decoder:
             rows = sorted({source[j] for j in part})
             at = {r: i for i, r in enumerate(rows)}
             got = self._steps(
-                lambda used, rows=rows: cache_of([rows[u] for u in used]),
                 model,
+                lambda used, rows=rows: cache_of([rows[u] for u in used]),
                 [at[source[j]] for j in part],
                 [item_ids[j] for j in part],
                 [seeds[j] for j in part],
@@ -210,7 +210,7 @@ class Decoder:
     def _eos(self) -> set[int]:
         return set(getattr(self._tok, "eos_token_ids", None) or [self._tok.eos_token_id])
 
-    def _steps(self, cache_for, model, node, item_ids, seeds, firsts) -> list[list[int]]:
+    def _steps(self, model, cache_for, node, item_ids, seeds, firsts) -> list[list[int]]:
         """Tokens of pairs that go on past their first tokens ``firsts``, up to ``max_tokens`` in
         all, pair ``j`` continuing prompt row ``node[j]``; ``cache_for(rows)`` gives the KV cache
         of those rows, built once, with room for every step.
