@@ -492,6 +492,7 @@ class Measurement:
     speed_b: float
     prompt_gflops: float
     computed_gflops: float
+    forward_gflops: float  # the computed FLOPs over the prompt batches' forwards alone
 
     @property
     def mm_mlx(self) -> float:
@@ -500,6 +501,18 @@ class Measurement:
     @property
     def mm_np(self) -> float:
         return max(self.mm_before[1], self.mm_after[1])
+
+
+def forward_seconds(model, prompts: list, batch_tokens: int, max_batch: int) -> float:
+    """Seconds of the prompt pass's forwards alone: the same batches, their logits evaluated and
+    nothing done with them (no sampling, no continuation, no copy to the host)."""
+    from compbias.inference.scoring import prompt_batches
+
+    mx.synchronize()
+    start = time.perf_counter()
+    mx.eval([b.logits for b in prompt_batches(model, prompts, batch_tokens, max_batch)])
+    mx.synchronize()
+    return time.perf_counter() - start
 
 
 def run(s: Settings) -> Measurement:
@@ -557,6 +570,7 @@ def run(s: Settings) -> Measurement:
     scores, answers, c_st = run_compbias(
         model, tokenizer, items, seeds, s.temp, runtime, batch_tokens, max_batch, s.continuation
     )
+    forward_s = forward_seconds(model, prompts_all, batch_tokens, max_batch)
     max_dev = exactness(model, prompts_all, scores, letter_token_ids(tokenizer), s.temp, s.exact_items)
     native = None
     if s.native_ref_items > 0 and s.runtime == "auto":
@@ -630,6 +644,7 @@ def run(s: Settings) -> Measurement:
         speed_b=speed_b,
         prompt_gflops=eff_flops / c_st.score_seconds / 1e9,
         computed_gflops=done_flops / c_st.score_seconds / 1e9,
+        forward_gflops=done_flops / forward_s / 1e9,
     )
 
 
@@ -704,7 +719,8 @@ def report(m: Measurement) -> None:
         f"params x {m.n_tokens} prompt tokens / {c_st.score_seconds:.2f} s = {m.prompt_gflops / mm_mlx:.2f} "
         f"of the MLX matmul rate;\n    computed {m.computed_gflops:.1f} GFLOP/s = (2 x body x "
         f"{m.n_prefix + m.padded} tokens run + 2 x head x {m.n_items} last positions) / time, "
-        f"attention excluded"
+        f"attention excluded;\n    the forwards alone {m.forward_gflops:.1f} GFLOP/s "
+        f"({m.forward_gflops / mm_mlx:.2f} of the matmul rate)"
     )
     print(
         f"(c) exactness: max |p_letter - p_letter of one unbatched forward| over "
@@ -772,7 +788,8 @@ def report(m: Measurement) -> None:
         f"answers_per_s_compbias={fmt(rate['c'])} speedup_vs_reference={fmt(m.speed_a)} "
         f"speedup_vs_batch_generate={fmt(m.speed_b)} matmul_gflops={mm_mlx:.1f} "
         f"numpy_gflops={mm_np:.1f} prompt_gflops={m.prompt_gflops:.1f} "
-        f"prompt_vs_matmul={m.prompt_gflops / mm_mlx:.2f} computed_vs_matmul={m.computed_gflops / mm_mlx:.2f}"
+        f"prompt_vs_matmul={m.prompt_gflops / mm_mlx:.2f} computed_vs_matmul={m.computed_gflops / mm_mlx:.2f} "
+        f"forward_vs_matmul={m.forward_gflops / mm_mlx:.2f}"
     )
 
 

@@ -9,7 +9,7 @@ rule virtual_seeds:
         "logs/virtual_seeds/{model}/{variant}/shard={shard}.log",
     benchmark:
         "results/benchmarks/virtual_seeds/{model}/{variant}/shard={shard}.tsv"
-    priority: compression_priority
+    priority: virtual_seeds_priority
     threads: config["runtime"]["threads"]
     resources:
         mem_mb=config["cluster"]["light_mem_mb"],

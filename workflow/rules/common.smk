@@ -66,9 +66,9 @@ STUDY = study(config)
 
 
 def compression_priority(wildcards):
-    """Scheduler priority of a variant's virtual_seeds jobs (and of its scores jobs among those
-    that answer as many seeds, :func:`scores_priority`): the more compressed the variant, the
-    higher. A degraded model answers less often with a bare letter, so its scores jobs continue
+    """Scheduler priority from a variant's compression, for its scores jobs among those that
+    answer as many seeds (:func:`scores_priority`) and its virtual_seeds jobs
+    (:func:`virtual_seeds_priority`): the more compressed the variant, the higher. A degraded model answers less often with a bare letter, so its scores jobs continue
     more answers and run longest (in the full demo on an H200 q3's prompt pass took
     81 s, q4's 43-45 s), and they set the wall time when they start last, as they did when the
     scheduler chose by input size, the largest checkpoints first. Quantized: 16 - bits; pruned:
@@ -79,6 +79,15 @@ def compression_priority(wildcards):
     if "prune" in spec:
         return 10 * float(spec["prune"]["sparsity"])
     return 16 - variant_bits(spec)
+
+
+def virtual_seeds_priority(wildcards):
+    """Scheduler priority of a virtual_seeds job: its variant's compression (:func:`compression_priority`)
+    plus one, so that it goes before the answers jobs (priority 0) that become ready with it. Both
+    feed the analysis, but an answers job whose seeds the scores job answered takes a second or
+    two, a virtual_seeds job several: in the full demo on an H200 the baseline's virtual_seeds job,
+    then of priority 0, waited behind answers jobs and ran last, 16 s after the last scores job."""
+    return 1 + compression_priority(wildcards)
 
 
 def scores_priority(wildcards):

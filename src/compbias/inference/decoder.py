@@ -77,10 +77,9 @@ class Decoder:
             if k == len(members):
                 members.append([])
             members[k].append(j)
-        ids = [
-            prompts.render(tok, prompts.messages(rows[m[0]], perms[m[0]], self.spec.system, self.spec.user))
-            for m in members
-        ]
+        ids = prompts.render_all(
+            tok, [prompts.messages(rows[m[0]], perms[m[0]], self.spec.system, self.spec.user) for m in members]
+        )
         out: list[tuple[str | None, str | None]] = [(None, None)] * len(rows)
         for idx in batches([len(t) for t in ids], self.batch_tokens, self.max_batch):
             pairs = [j for i in idx for j in members[i]]

