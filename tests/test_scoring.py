@@ -94,3 +94,10 @@ def test_batched_rendering_falls_back_to_one_call_per_prompt():
     conversations = [[{"role": "system", "content": "sys"}, {"role": "user", "content": "q" * n}] for n in (1, 5)]
     assert render_all(_NoSystemRole(), conversations) == [[len("sys\n\nq")], [len("sys\n\nqqqqq")]]
     assert render_all(_NoSystemRole(), []) == []
+
+
+def test_rows_with_nan_still_get_candidates():
+    p = _probs(_logits(np.random.default_rng(3), 4, 49152, False))
+    p[1, 100] = np.nan
+    got = top_candidates(p, 65)
+    assert got.shape == (4, 65) and set(got[0]) == set(np.lexsort((np.arange(49152), -p[0]))[:65].tolist())

@@ -268,9 +268,12 @@ def top_candidates(p: np.ndarray, m: int) -> np.ndarray:
         vals = np.take_along_axis(p, cols, axis=1)
     kth = -np.partition(np.negative(vals), m - 1, axis=1)[:, m - 1]
     at_least = p >= kth[:, None]
-    tied = at_least.sum(axis=1) > m
+    count = at_least.sum(axis=1)
+    tied, exact = count > m, count == m
     out = np.empty((n, m), dtype=np.int64)
-    out[~tied] = np.nonzero(at_least[~tied])[1].reshape(-1, m)
+    out[exact] = np.nonzero(at_least[exact])[1].reshape(-1, m)
+    if (count < m).any():  # NaN entries (a broken model) compare false: argpartition's order
+        out[count < m] = np.argpartition(np.negative(p[count < m]), m - 1, axis=1)[:, :m]
     for row in np.flatnonzero(tied):
         above = np.flatnonzero(p[row] > kth[row])
         out[row, : len(above)] = above
