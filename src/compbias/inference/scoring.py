@@ -257,7 +257,8 @@ def top_candidates(p: np.ndarray, m: int) -> np.ndarray:
     the largest maxima, so ``v`` is found among those blocks' entries (a twelfth of the row for
     ``m`` = 65 and 49,152 tokens) rather than by partitioning the whole row; ``np.argpartition``
     over whole rows took three times as long, and picks among entries tied at ``v`` by its own
-    algorithm rather than by id."""
+    algorithm rather than by id. Rows of fewer than ``4 m`` blocks, or not a whole number of them,
+    find ``v`` in the whole row (the same result)."""
     n, width = p.shape
     blocks = width // CANDIDATE_BLOCK
     vals = p
@@ -269,11 +270,11 @@ def top_candidates(p: np.ndarray, m: int) -> np.ndarray:
     kth = -np.partition(np.negative(vals), m - 1, axis=1)[:, m - 1]
     at_least = p >= kth[:, None]
     count = at_least.sum(axis=1)
-    tied, exact = count > m, count == m
+    tied, exact, short = count > m, count == m, count < m
     out = np.empty((n, m), dtype=np.int64)
     out[exact] = np.nonzero(at_least[exact])[1].reshape(-1, m)
-    if (count < m).any():  # NaN entries (a broken model) compare false: argpartition's order
-        out[count < m] = np.argpartition(np.negative(p[count < m]), m - 1, axis=1)[:, :m]
+    if short.any():  # NaN entries (a broken model) compare false: argpartition's order
+        out[short] = np.argpartition(np.negative(p[short]), m - 1, axis=1)[:, :m]
     for row in np.flatnonzero(tied):
         above = np.flatnonzero(p[row] > kth[row])
         out[row, : len(above)] = above
