@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from compbias.inference.noise import RNGS, check_rng, gumbel, item_keys, reference_algorithm, row_keys
+from compbias.inference.noise import (
+    RNGS,
+    _mix,
+    check_rng,
+    gumbel,
+    item_keys,
+    reference_algorithm,
+    row_keys,
+    token_keys,
+)
 from compbias.inference.sampling import Heads, gumbel_rows, next_tokens
 from compbias.inference.scoring import distribution_rows
 
@@ -67,6 +76,23 @@ def test_gumbel_noise_is_keyed_by_seed_item_step_token_only():
     assert not np.array_equal(g, gumbel(row_keys(keys, 43, 0), np.array([[5, 7], [5, 7]])))
     u = np.exp(-np.exp(-gumbel(row_keys(item_keys([f"k{i}" for i in range(20000)]), 1), np.zeros((20000, 1)))))
     assert abs(u.mean() - 0.5) < 0.01 and 0 < u.min() and u.max() < 1
+
+
+def test_gumbel_noise_is_its_definition():
+    """The in-place computation gives SplitMix64 of (row key ^ token key), its top 53 bits as a
+    uniform in (0, 1), then -log(-log u): the numbers every earlier result was drawn with."""
+
+    def reference(rows, tok):
+        bits = _mix(rows.reshape(-1, *([1] * (tok.ndim - 1))) ^ token_keys(tok))
+        return -np.log(-np.log(((bits >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)))
+
+    rows = row_keys(item_keys([f"i{i}" for i in range(300)]), 7, 2)
+    tok = np.random.default_rng(0).integers(0, 49152, size=(300, 40))
+    assert np.array_equal(gumbel(rows, tok), reference(rows, tok))
+    assert np.array_equal(gumbel(rows, tok, token_keys(tok)), reference(rows, tok))
+    assert np.array_equal(gumbel(rows, tok[:, 0]), reference(rows, tok[:, 0]))
+    shared = tok[:1]  # one token list broadcast over every row
+    assert np.array_equal(gumbel(rows, shared, token_keys(shared)), reference(rows, np.repeat(shared, 300, 0)))
 
 
 def test_draws_do_not_depend_on_batch_composition():

@@ -87,9 +87,23 @@ def gumbel(rows: np.ndarray, token_ids: np.ndarray, token_keys_: np.ndarray | No
     """Standard Gumbel noise G(row key, token id), shape ``token_ids.shape`` (rows along axis 0);
     ``token_keys_``, if given, is :func:`token_keys` of ``token_ids``."""
     tok = token_keys(token_ids) if token_keys_ is None else token_keys_
-    bits = _mix(rows.reshape(-1, *([1] * (tok.ndim - 1))) ^ tok)
-    u = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)  # in (0, 1)
-    return -np.log(-np.log(u))
+    # _mix and the float steps in place, and the 53 bits converted as int64 (numpy converts
+    # uint64 to float64 several times slower): the same numbers, in about 0.6 of the time
+    bits = np.asarray(rows, dtype=np.uint64).reshape(-1, *([1] * (tok.ndim - 1))) ^ tok
+    with np.errstate(over="ignore"):
+        bits ^= bits >> np.uint64(30)
+        bits *= np.uint64(0xBF58476D1CE4E5B9)
+        bits ^= bits >> np.uint64(27)
+        bits *= np.uint64(0x94D049BB133111EB)
+        bits ^= bits >> np.uint64(31)
+    bits >>= np.uint64(11)
+    u = bits.view(np.int64).astype(np.float64)
+    u += 0.5
+    u /= float(1 << 53)  # in (0, 1)
+    np.log(u, out=u)
+    np.negative(u, out=u)
+    np.log(u, out=u)
+    return np.negative(u, out=u)
 
 
 def reference_key(seed: int, step: int = 0):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -121,14 +122,19 @@ class PromptBatch:
     continued: int = 0
 
 
+#: Batches of the prompt pass launched on a GPU before the caller gets a batch: the device works
+#: on them while the host draws and continues that batch's answers.
+PREFETCH = 1
+
+
 def prompt_batches(
     model, token_lists: Sequence[Sequence[int]], batch_tokens: int = 1024, max_batch: int = 16, keep_cache=False
 ) -> Iterator[PromptBatch]:
     """The prompt pass in length-sorted batches (:func:`batches`), one :class:`PromptBatch` each.
 
     ``keep_cache`` keeps each batch's KV cache (models with :func:`plain_kv` caches only;
-    otherwise ``cache`` is None). On a GPU the next batch is launched before a batch is yielded, so it
-    runs while the caller works on this one.
+    otherwise ``cache`` is None). On a GPU the next :data:`PREFETCH` batches are launched before a
+    batch is yielded, so they run while the caller works on this one.
     """
     n_prefix = common_prefix(token_lists) if len(token_lists) > 1 else len(token_lists[0]) - 1
     states = _prefix_cache(model, token_lists[0][:n_prefix])
@@ -149,18 +155,14 @@ def prompt_batches(
         mx.async_eval(logits)
         return PromptBatch(idx, logits, cache if keep else None, [n_prefix + lengths[i] for i in idx])
 
-    overlap = mx.default_device() != mx.cpu
-    pending = None
+    ahead = 0 if mx.default_device() == mx.cpu else PREFETCH
+    pending: deque[PromptBatch] = deque()
     for idx in batches(lengths, batch_tokens, max_batch):
-        if not overlap:
-            yield launch(idx)
-            continue
-        current = launch(idx)
-        if pending is not None:
-            yield pending
-        pending = current
-    if pending is not None:
-        yield pending
+        pending.append(launch(idx))
+        if len(pending) > ahead:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
 
 
 @lru_cache(maxsize=1)
