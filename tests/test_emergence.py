@@ -160,6 +160,19 @@ def test_virtual_outcomes_schema_bits_and_threads(study):
     assert bits[:, 3].tolist() == [any(x[i] == "biased" for x in o) for i in one["item_id"]]
 
 
+def test_virtual_outcomes_do_not_depend_on_how_seeds_are_grouped(study, monkeypatch):
+    """Sets drawn a few per call, and small blocks drawing several seeds at once, give the
+    outcomes of one draw per seed (the brute force above checks those)."""
+    import compbias.stats.virtual_seeds as vs
+
+    items, scores = study
+    default = virtual_outcomes({"fixed": scores["q4"]}, items, "gumbel", N_SETS, SEEDS, threads=2)
+    monkeypatch.setattr(vs, "SETS_PER_CALL", 3)
+    assert virtual_outcomes({"fixed": scores["q4"]}, items, "gumbel", N_SETS, SEEDS, threads=2).equals(default)
+    monkeypatch.setattr(vs, "BLOCK_ENTRIES", 1)  # one seed per call, blocks of 16 rows
+    assert virtual_outcomes({"fixed": scores["q4"]}, items, "gumbel", N_SETS, SEEDS).equals(default)
+
+
 def test_shuffled_groups_and_seed_checks(study):
     items, scores = study
     groups = {f"seed={s}": scores["q4"] for s in SEEDS}

@@ -134,3 +134,5 @@ def test_heads_draw_only_complete_heads_and_each_row_alone(rng):
         assert (got[::3] == -1).all() and (np.delete(got, np.s_[::3]) >= 0).all()
         alone = [Heads([n], [i], [p]).draw(rng, seed, 500)[0] for n, i, p in zip(names, ids, probs)]
         assert got.tolist() == alone
+    seeds = [1, 99, 7, 1_000_000_003]
+    assert np.array_equal(heads.draw_seeds(rng, seeds, 500), np.stack([heads.draw(rng, s, 500) for s in seeds]))

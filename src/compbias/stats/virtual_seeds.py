@@ -29,6 +29,10 @@ VIRTUAL_SEED_OFFSET = 1_000_000_000
 #: Head entries (rows x padded head length) drawn together: a block's temporaries fit a CPU cache.
 BLOCK_ENTRIES = 65536
 
+#: Virtual seed sets whose outcomes one call of a group draws (its blocks of small heads draw
+#: several of these seeds at once).
+SETS_PER_CALL = 64
+
 OUTCOMES = ("biased", "anti", "unknown", "continue", "unresolved")
 BIASED, ANTI, UNKNOWN, CONTINUE, UNRESOLVED = range(len(OUTCOMES))
 
@@ -100,8 +104,9 @@ class _Group:
     heads are not padded to the longest one, and buckets into blocks of about
     :data:`BLOCK_ENTRIES` head entries, each its own :class:`~compbias.inference.sampling.Heads`:
     a draw's dozen temporary arrays then stay in the CPU's cache (twice as fast for a shard of
-    6,055 heads of 64 tokens as one block). A row's draw depends on its own head and key only,
-    so the draws are the same.
+    6,055 heads of 64 tokens as one block). A block smaller than that draws several seeds in one
+    call (:meth:`~compbias.inference.sampling.Heads.draw_seeds`), so that short heads do not pay
+    a call per seed. A row's draw depends on its own head and key only, so the draws are the same.
     """
 
     def __init__(self, scores: pl.DataFrame, items: pl.DataFrame, rng: str):
@@ -116,24 +121,26 @@ class _Group:
             size = max(16, BLOCK_ENTRIES >> int(b))  # heads of up to 2**b tokens
             for idx in (rows[a : a + size] for a in range(0, len(rows), size)):
                 sub = self.rows[idx]
-                self.buckets.append(
-                    (idx, Heads(sub["item_id"].to_list(), sub["top_ids"].to_list(), sub["top_probs"].to_list()))
-                )
+                heads = Heads(sub["item_id"].to_list(), sub["top_ids"].to_list(), sub["top_probs"].to_list())
+                per_call = max(1, BLOCK_ENTRIES // max(1, heads.ids.size))  # seeds drawn together
+                self.buckets.append((idx, heads, per_call))
+        # a draw at position -1 (the full distribution is needed) reads this last column
+        self.codes = np.concatenate([self.codes, np.full((len(self.codes), 1), CONTINUE, dtype=np.int8)], axis=1)
         self.rng = rng
         self.n_vocab = int(scores["n_vocab"].max()) if "n_vocab" in scores.columns else None
         # the logits' dtype, for rng reference (scores written before compbias recorded it: float32)
         dtype = str(scores["compute_dtype"][0]) if "compute_dtype" in scores.columns else "float32"
         self.dtype = "bfloat16" if dtype == "native" else dtype
 
-    def outcomes(self, seed: int) -> np.ndarray:
-        """The outcome code (:data:`OUTCOMES`) of every row's first token for ``seed``."""
-        pos = np.empty(self.rows.height, dtype=np.int64)
-        for idx, heads in self.buckets:
-            pos[idx] = heads.draw(self.rng, seed, self.n_vocab, 0, dtype=self.dtype)
-        out = np.full(len(pos), CONTINUE, dtype=np.int8)
-        ok = pos >= 0
-        out[ok] = self.codes[np.flatnonzero(ok), pos[ok]]
-        return out
+    def outcomes(self, seeds: Sequence[int]) -> np.ndarray:
+        """The outcome code (:data:`OUTCOMES`) of every row's first token for each of ``seeds``,
+        shape (len(seeds), rows)."""
+        pos = np.empty((len(seeds), self.rows.height), dtype=np.int64)
+        for idx, heads, per_call in self.buckets:
+            for a in range(0, len(seeds), per_call):
+                part = seeds[a : a + per_call]
+                pos[a : a + len(part), idx] = heads.draw_seeds(self.rng, part, self.n_vocab, 0, dtype=self.dtype)
+        return self.codes[np.arange(self.rows.height), pos]
 
 
 def virtual_outcomes(
@@ -167,18 +174,20 @@ def virtual_outcomes(
         if not g.rows["item_id"].equals(ids):
             raise ValueError("scores groups hold different items")
     n_items = len(ids)
-    any_b = np.zeros((n_items, n_sets), dtype=bool)
-    any_c = np.zeros((n_items, n_sets), dtype=bool)
+    # (sets x items): a set's outcomes are one contiguous row
+    any_b = np.zeros((n_sets, n_items), dtype=bool)
+    any_c = np.zeros((n_sets, n_items), dtype=bool)
     n_cont = np.zeros((max(1, threads), n_items), dtype=np.int64)  # one row per worker thread
 
     def run(worker: int, sets: range) -> None:
-        for j in sets:
+        for a in range(sets.start, sets.stop, SETS_PER_CALL):
+            js = range(a, min(a + SETS_PER_CALL, sets.stop))
             for i, group in enumerate(slot_group):
-                o = group.outcomes(virtual_seed(j, i, n))
-                any_b[:, j] |= o == BIASED
+                o = group.outcomes([virtual_seed(j, i, n) for j in js])
+                any_b[js.start : js.stop] |= o == BIASED
                 c = o == CONTINUE
-                any_c[:, j] |= c
-                n_cont[worker] += c
+                any_c[js.start : js.stop] |= c
+                n_cont[worker] += c.sum(axis=0)
 
     # reference noise comes from MLX, which is not called from several threads at once
     workers = 1 if rng == "reference" else max(1, min(threads, n_sets))
@@ -188,14 +197,14 @@ def virtual_outcomes(
     else:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda w: run(w, range(int(chunks[w][0]), int(chunks[w][-1]) + 1)), range(workers)))
-    study = np.stack([g.outcomes(int(s)) for g, s in zip(slot_group, study_seeds)], axis=1)
+    study = np.concatenate([g.outcomes([int(s)]) for g, s in zip(slot_group, study_seeds)]).T
     return pl.DataFrame(
         {
             "item_id": ids,
             "n_draws": np.full(n_items, n_sets * n, dtype=np.int64),
             "n_continue": n_cont.sum(axis=0),
-            "any_biased": _pack(any_b),
-            "any_continue": _pack(any_c),
+            "any_biased": _pack(any_b.T),
+            "any_continue": _pack(any_c.T),
             "study_any_biased": (study == BIASED).any(axis=1),
             "study_any_continue": (study == CONTINUE).any(axis=1),
             "n_sets": np.full(n_items, n_sets, dtype=np.int64),
