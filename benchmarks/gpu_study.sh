@@ -27,7 +27,7 @@ yaml.safe_dump(config, open(sys.argv[2], "w"))
 EOF
 start=$(date +%s)
 (cd "$root" && snakemake all --cores "$cores" --resources gpu_mem_mb="$mem" --scheduler greedy \
-    --set-threads answers=1 scores=1 perplexity=1 checkpoint=1 virtual_seeds=1 ${EXTRA:-} \
+    --set-threads answers=1 scores=1 perplexity=1 checkpoint=1 virtual_seeds=2 ${EXTRA:-} \
     --configfile "$work/study.yaml" --directory "$work/run" --snakefile workflow/Snakefile)
 wall=$(($(date +%s) - start))
 "$py" - "$work/run/results/benchmarks" "$wall" <<'EOF'

@@ -155,8 +155,14 @@ class Heads:
         self._rows = np.flatnonzero(self.complete)
         self._ids = np.maximum(self.ids[self._rows], 0)
         self._logp = self.logp[self._rows]
-        self._keys: np.ndarray | None = None
-        self._token_keys: np.ndarray | None = None
+        self._gumbel_keys: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """The drawn rows' item keys and their tokens' keys, computed on first use and set in one
+        assignment (threads drawing different seeds share the Heads)."""
+        if self._gumbel_keys is None:
+            self._gumbel_keys = (item_keys([self.item_ids[r] for r in self._rows]), token_keys(self._ids))
+        return self._gumbel_keys
 
     def draw(
         self, rng: str, seed: int, n_vocab: int | None = None, step: int = 0, dtype: str = "float32"
@@ -181,10 +187,8 @@ class Heads:
         if not len(self._rows):
             return pos
         if rng == "gumbel":
-            if self._keys is None:
-                self._keys = item_keys([self.item_ids[r] for r in self._rows])
-                self._token_keys = token_keys(self._ids)
-            noise = gumbel(row_keys(self._keys, seed, step), self._ids, self._token_keys)
+            keys, tok = self._keys()
+            noise = gumbel(row_keys(keys, seed, step), self._ids, tok)
         else:
             noise = reference_noise(seed, step, n_vocab, dtype)[self._ids]
         pos[self._rows] = np.argmax(self._logp + noise, axis=1)
@@ -199,12 +203,10 @@ class Heads:
         small heads saves most of the per-call cost of one :meth:`draw` per seed."""
         if rng != "gumbel" or not len(self._rows):
             return np.stack([self.draw(rng, int(s), n_vocab, step, dtype) for s in seeds]).reshape(len(seeds), -1)
-        if self._keys is None:
-            self._keys = item_keys([self.item_ids[r] for r in self._rows])
-            self._token_keys = token_keys(self._ids)
+        item, tok = self._keys()
         n_seeds, (n_rows, width) = len(seeds), self._ids.shape
-        keys = row_keys(self._keys[None, :], np.asarray(seeds, dtype=np.int64)[:, None], step)
-        tok = np.broadcast_to(self._token_keys, (n_seeds, n_rows, width)).reshape(-1, width)
+        keys = row_keys(item[None, :], np.asarray(seeds, dtype=np.int64)[:, None], step)
+        tok = np.broadcast_to(tok, (n_seeds, n_rows, width)).reshape(-1, width)
         noise = gumbel(keys.ravel(), tok, token_keys_=tok).reshape(n_seeds, n_rows, width)  # ids are not needed
         noise += self._logp
         pos = np.full((n_seeds, len(self.item_ids)), -1, dtype=np.int64)
