@@ -157,6 +157,11 @@ class Heads:
         self._logp = self.logp[self._rows]
         self._gumbel_keys: tuple[np.ndarray, np.ndarray] | None = None
 
+    @property
+    def drawn_entries(self) -> int:
+        """Head entries a ``gumbel`` draw computes noise for (those of complete heads)."""
+        return int(self._ids.size)
+
     def _keys(self) -> tuple[np.ndarray, np.ndarray]:
         """The drawn rows' item keys and their tokens' keys, computed on first use and set in one
         assignment (threads drawing different seeds share the Heads)."""
@@ -201,15 +206,17 @@ class Heads:
 
         ``gumbel`` draws every seed in one pass over a (seeds x rows, width) array, which for
         small heads saves most of the per-call cost of one :meth:`draw` per seed."""
-        if rng != "gumbel" or not len(self._rows):
-            return np.stack([self.draw(rng, int(s), n_vocab, step, dtype) for s in seeds]).reshape(len(seeds), -1)
+        pos = np.full((len(seeds), len(self.item_ids)), -1, dtype=np.int64)
+        if rng != "gumbel":
+            return np.stack([self.draw(rng, int(s), n_vocab, step, dtype) for s in seeds]).reshape(pos.shape)
+        if not len(self._rows):
+            return pos
         item, tok = self._keys()
         n_seeds, (n_rows, width) = len(seeds), self._ids.shape
         keys = row_keys(item[None, :], np.asarray(seeds, dtype=np.int64)[:, None], step)
         tok = np.broadcast_to(tok, (n_seeds, n_rows, width)).reshape(-1, width)
         noise = gumbel(keys.ravel(), tok, token_keys_=tok).reshape(n_seeds, n_rows, width)  # ids are not needed
         noise += self._logp
-        pos = np.full((n_seeds, len(self.item_ids)), -1, dtype=np.int64)
         pos[:, self._rows] = np.argmax(noise, axis=2)
         return pos
 

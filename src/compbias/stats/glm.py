@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-import statsmodels.api as sm
 from scipy import stats
+from statsmodels.genmod.api import GLM, families
 
 Z95 = 1.959963984540054
 COEF_SCHEMA = {
@@ -120,7 +120,7 @@ def fit_glm(cells: pl.DataFrame, terms: list[Term], covariates: Sequence[str] = 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = sm.GLM(np.column_stack([y, m - y]), X[:, idx], family=sm.families.Binomial()).fit()
+            res = GLM(np.column_stack([y, m - y]), X[:, idx], family=families.Binomial()).fit()
         beta, bread = np.asarray(res.params), np.asarray(res.cov_params())
         # cluster-robust (CRV1) sandwich from the item cells, scores summed per item
         Xc = design(cells)[:, idx]

@@ -122,7 +122,8 @@ class _Group:
             for idx in (rows[a : a + size] for a in range(0, len(rows), size)):
                 sub = self.rows[idx]
                 heads = Heads(sub["item_id"].to_list(), sub["top_ids"].to_list(), sub["top_probs"].to_list())
-                per_call = max(1, BLOCK_ENTRIES // max(1, heads.ids.size))  # seeds drawn together
+                # seeds drawn together: as many as keep the entries drawn (complete heads) to a block
+                per_call = max(1, BLOCK_ENTRIES // max(1, heads.drawn_entries))
                 self.buckets.append((idx, heads, per_call))
         # a draw at position -1 (the full distribution is needed) reads this last column
         self.codes = np.concatenate([self.codes, np.full((len(self.codes), 1), CONTINUE, dtype=np.int8)], axis=1)
