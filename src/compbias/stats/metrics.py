@@ -10,7 +10,6 @@ from typing import TypeVar
 
 import numpy as np
 import polars as pl
-from statsmodels.stats.multitest import multipletests
 
 ALL = "all"
 """Category label of the rows pooled over every category."""
@@ -89,6 +88,10 @@ def bh_qvalues(p: np.ndarray | pl.Series) -> np.ndarray:
     q = np.full_like(p, np.nan)
     ok = np.isfinite(p)
     if ok.any():
+        # imported here: statsmodels brings pandas and scipy (about 1 s), which the jobs that
+        # import this module for its constants (figures, rates, summary) do not need
+        from statsmodels.stats.multitest import multipletests
+
         q[ok] = multipletests(p[ok], method="fdr_bh")[1]
     return q
 
