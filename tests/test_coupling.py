@@ -6,7 +6,6 @@ from scipy.stats import chisquare
 
 from compbias.inference.noise import (
     RNGS,
-    _mix,
     check_rng,
     gumbel,
     item_keys,
@@ -80,10 +79,16 @@ def test_gumbel_noise_is_keyed_by_seed_item_step_token_only():
 
 def test_gumbel_noise_is_its_definition():
     """The in-place computation gives SplitMix64 of (row key ^ token key), its top 53 bits as a
-    uniform in (0, 1), then -log(-log u): the numbers every earlier result was drawn with."""
+    uniform in (0, 1), then -log(-log u): the numbers every earlier result was drawn with (the
+    reference below is the out-of-place formula they were computed with)."""
+
+    def splitmix(x):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
 
     def reference(rows, tok):
-        bits = _mix(rows.reshape(-1, *([1] * (tok.ndim - 1))) ^ token_keys(tok))
+        bits = splitmix(rows.reshape(-1, *([1] * (tok.ndim - 1))) ^ token_keys(tok))
         return -np.log(-np.log(((bits >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)))
 
     rows = row_keys(item_keys([f"i{i}" for i in range(300)]), 7, 2)
@@ -91,6 +96,8 @@ def test_gumbel_noise_is_its_definition():
     assert np.array_equal(gumbel(rows, tok), reference(rows, tok))
     assert np.array_equal(gumbel(rows, tok, token_keys(tok)), reference(rows, tok))
     assert np.array_equal(gumbel(rows, tok[:, 0]), reference(rows, tok[:, 0]))
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    assert np.array_equal(token_keys(tok), splitmix(tok.astype(np.uint64) * golden + golden))
     shared = tok[:1]  # one token list broadcast over every row
     assert np.array_equal(gumbel(rows, shared, token_keys(shared)), reference(rows, np.repeat(shared, 300, 0)))
 

@@ -50,12 +50,19 @@ def uniform(seed: int, item_id: str, step: int = 0) -> float:
     return (int.from_bytes(digest[:8], "big") >> 11) / float(1 << 53)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: a bijection of uint64 whose output bits all depend on every input bit."""
-    x = np.asarray(x, dtype=np.uint64)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+def _mix(x: np.ndarray, copy: bool = True) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of uint64 whose output bits all depend on every input bit.
+
+    Computed in place, on a copy of ``x`` unless ``copy`` is False (``x`` then is a uint64 array
+    the caller gives up)."""
+    x = np.array(x, dtype=np.uint64) if copy else x
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
 
 
 @lru_cache(maxsize=65536)
@@ -87,15 +94,15 @@ def gumbel(rows: np.ndarray, token_ids: np.ndarray, token_keys_: np.ndarray | No
     """Standard Gumbel noise G(row key, token id), shape ``token_ids.shape`` (rows along axis 0);
     ``token_keys_``, if given, is :func:`token_keys` of ``token_ids``."""
     tok = token_keys(token_ids) if token_keys_ is None else token_keys_
-    # _mix and the float steps in place, and the 53 bits converted as int64 (numpy converts
-    # uint64 to float64 several times slower): the same numbers, in about 0.6 of the time
-    bits = np.asarray(rows, dtype=np.uint64).reshape(-1, *([1] * (tok.ndim - 1))) ^ tok
-    with np.errstate(over="ignore"):
-        bits ^= bits >> np.uint64(30)
-        bits *= np.uint64(0xBF58476D1CE4E5B9)
-        bits ^= bits >> np.uint64(27)
-        bits *= np.uint64(0x94D049BB133111EB)
-        bits ^= bits >> np.uint64(31)
+    return gumbel_from_keys(np.asarray(rows, dtype=np.uint64).reshape(-1, *([1] * (tok.ndim - 1))) ^ tok)
+
+
+def gumbel_from_keys(keys: np.ndarray) -> np.ndarray:
+    """:func:`gumbel`'s noise from the combined keys ``row key ^ token key`` (a uint64 array of any
+    shape, which this overwrites: callers pass a fresh one)."""
+    # every step in place, and the 53 bits converted as int64 (numpy converts uint64 to float64
+    # several times slower): the same numbers, in about 0.6 of the time
+    bits = _mix(keys, copy=False)
     bits >>= np.uint64(11)
     u = bits.view(np.int64).astype(np.float64)
     u += 0.5

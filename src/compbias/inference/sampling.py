@@ -19,6 +19,7 @@ from compbias.inference.noise import (
     HEAD_MASS,
     check_rng,
     gumbel,
+    gumbel_from_keys,
     item_keys,
     reference_algorithm,
     reference_noise,
@@ -206,16 +207,15 @@ class Heads:
 
         ``gumbel`` draws every seed in one pass over a (seeds x rows, width) array, which for
         small heads saves most of the per-call cost of one :meth:`draw` per seed."""
-        pos = np.full((len(seeds), len(self.item_ids)), -1, dtype=np.int64)
+        shape = (len(seeds), len(self.item_ids))
         if rng != "gumbel":
-            return np.stack([self.draw(rng, int(s), n_vocab, step, dtype) for s in seeds]).reshape(pos.shape)
+            return np.stack([self.draw(rng, int(s), n_vocab, step, dtype) for s in seeds]).reshape(shape)
+        pos = np.full(shape, -1, dtype=np.int64)
         if not len(self._rows):
             return pos
         item, tok = self._keys()
-        n_seeds, (n_rows, width) = len(seeds), self._ids.shape
-        keys = row_keys(item[None, :], np.asarray(seeds, dtype=np.int64)[:, None], step)
-        tok = np.broadcast_to(tok, (n_seeds, n_rows, width)).reshape(-1, width)
-        noise = gumbel(keys.ravel(), tok, token_keys_=tok).reshape(n_seeds, n_rows, width)  # ids are not needed
+        rows = row_keys(item[None, :], np.asarray(seeds, dtype=np.int64)[:, None], step)  # (seeds, rows)
+        noise = gumbel_from_keys(rows[:, :, None] ^ tok)  # (seeds, rows, width)
         noise += self._logp
         pos[:, self._rows] = np.argmax(noise, axis=2)
         return pos
