@@ -186,13 +186,13 @@ class Decoder:
         """Each pair's first token (``firsts[j]``, or drawn from row ``source[j]`` of ``logits``)
         as a one-token list, empty at the end of text, and the pairs that go on past it (in
         order): none when ``max_tokens`` is 1, never one whose drawn token is a bare letter."""
-        import mlx.core as mx
+        from compbias.inference.scoring import gather_rows
 
         out = [[] if f is None else [f] for f in firsts]
         todo = [j for j, f in enumerate(firsts) if f is None]
         for c in range(0, len(todo), self.chunk_pairs):
             part = todo[c : c + self.chunk_pairs]
-            rows = logits[mx.array([source[j] for j in part])]
+            rows = gather_rows(logits, [source[j] for j in part])
             drawn = next_tokens(
                 self.rng, rows, self.temperature, [seeds[j] for j in part], [item_ids[j] for j in part], 0
             )
@@ -221,6 +221,8 @@ class Decoder:
         """
         import mlx.core as mx
 
+        from compbias.inference.scoring import gather_rows
+
         eos = self._eos()
         n = len(item_ids)
         out = [[f] for f in firsts]
@@ -243,7 +245,7 @@ class Decoder:
                 pads = take_rows(cache, [r for r, _ in branch], pads)  # one row per distinct continuation
                 logits = model(mx.array([t for _, t in branch])[:, None], cache=cache)[:, -1]
                 live = [j for j in range(n) if not done[j]]
-                rows = logits[mx.array([node[j] for j in live])]
+                rows = gather_rows(logits, [node[j] for j in live])
             else:  # every pair keeps its row, finished ones too
                 logits = model(mx.array([nxt[j] for j in range(n)])[:, None], cache=cache)[:, -1]
                 live, rows = list(range(n)), logits

@@ -78,6 +78,12 @@ def _draw_block(logits, temperature: float, row_keys):
     their maximum and difference carry ``6 eps M``; the log of the float32 sum as much again
     plus ``17 eps`` (tree reduction of up to 2^17 terms); the Gumbel noise ``40 eps`` (values up
     to 37); the final sum ``eps (M + 40)``. ``tol = 1e-6 (4 M + 100)`` exceeds ``13 eps M + 100 eps``.
+
+    The winner's score and logit are taken as maxima over masks rather than gathered: no gather
+    kernel for float32 values and argmax's uint32 indices has to be compiled (on CUDA, MLX
+    compiles each gather kind at its first use; a fresh process took seconds for each). The
+    graph is not ``mx.compile``-d: its fused kernels, one per block shape, took about 3 s each
+    to compile in a fresh process, more than they saved.
     """
     import mlx.core as mx
 
@@ -91,9 +97,10 @@ def _draw_block(logits, temperature: float, row_keys):
     best = mx.argmax(score, axis=1)
     ids = mx.arange(v)[None, :]
     at = best[:, None]
-    top = mx.take_along_axis(score, at, axis=1)
-    runner = mx.max(mx.where(ids == at, -mx.inf, score), axis=1, keepdims=True)
-    lb = mx.take_along_axis(lg, at, axis=1)
+    winner = ids == at
+    top = mx.max(score, axis=1, keepdims=True)
+    runner = mx.max(mx.where(winner, -mx.inf, score), axis=1, keepdims=True)
+    lb = mx.max(mx.where(winner, lg, -mx.inf), axis=1, keepdims=True)
     earlier = (lg > lb) | ((lg == lb) & (ids < at))
     before = mx.sum(mx.where(earlier, mx.exp(logp), 0.0), axis=1, keepdims=True)
     big = mx.max(mx.where(mx.isfinite(z), mx.abs(z), 0.0), axis=1, keepdims=True)
@@ -129,6 +136,7 @@ def draw(logits, temperature: float, rows: np.ndarray) -> np.ndarray:
     import mlx.core as mx
 
     from compbias.inference.sampling import gumbel_rows
+    from compbias.inference.scoring import gather_rows
 
     n, v = logits.shape
     if n == 0:
@@ -143,6 +151,6 @@ def draw(logits, temperature: float, rows: np.ndarray) -> np.ndarray:
     out, sure = np.array(best).astype(np.int64), np.array(sure)
     todo = np.flatnonzero(~sure)
     if len(todo):
-        host = np.array(logits[mx.array(todo)].astype(mx.float32))
+        host = np.array(gather_rows(logits, todo).astype(mx.float32))
         out[todo] = gumbel_rows(host, temperature, np.asarray(rows)[todo])
     return out

@@ -336,13 +336,15 @@ def next_tokens(
     there (:mod:`compbias.inference.gumbel_device`, the same tokens)."""
     import mlx.core as mx
 
+    from compbias.inference.scoring import gather_rows
+
     check_rng(rng)
     seeds = np.broadcast_to(np.asarray(seeds, dtype=np.int64), (len(item_ids),))
     if rng == "reference":  # one sampler key per (seed, step): rows grouped by seed
         out = np.empty(len(item_ids), dtype=np.int64)
         for s in np.unique(seeds):
             idx = np.flatnonzero(seeds == s)
-            rows = logits if len(idx) == len(item_ids) else logits[mx.array(idx)]
+            rows = logits if len(idx) == len(item_ids) else gather_rows(logits, idx)
             out[idx] = reference_rows(rows, temperature, int(s), step)
         return out
     if rng == "gumbel":

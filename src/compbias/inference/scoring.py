@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import mlx.core as mx
@@ -64,8 +64,27 @@ def logits_at(model, inputs: mx.array, cache, last: mx.array) -> mx.array:
     """Next-token logits after position ``last`` (shape (B, 1, 1)) of each row of ``inputs``,
     with the LM head applied to those positions only where the architecture allows it."""
     if getattr(model, "model_type", None) in HEAD_SPLIT_TYPES and hasattr(model, "model"):
-        return head_logits(model, mx.take_along_axis(model.model(inputs, cache), last, axis=1)[:, 0])
-    return mx.take_along_axis(model(inputs, cache=cache), last, axis=1)[:, 0]
+        return head_logits(model, _at(model.model(inputs, cache), last))
+    return _at(model(inputs, cache=cache), last)
+
+
+def _at(x: mx.array, last: mx.array) -> mx.array:
+    """Row ``b`` of (B, L, D) ``x`` at position ``last[b]``: ``take_along_axis`` along axis 1,
+    done as a row gather of the flattened array, the kernel that embedding lookups and cache row
+    gathers use too (on CUDA each gather kind is compiled at its first use)."""
+    n, length = x.shape[:2]
+    return mx.take(x.reshape(n * length, -1), mx.arange(n) * length + last.reshape(-1), axis=0)
+
+
+def gather_rows(x: mx.array, rows: Sequence[int] | np.ndarray) -> mx.array:
+    """``x[rows]`` for a 2-D MLX array ``x``, with int32 indices and float32 rows gathered through
+    a bfloat16 view (bit for bit). MLX's CUDA backend compiles one gather kernel per value and
+    index dtype at its first use, seconds each in a fresh process, and the model's embedding
+    lookups have compiled the bfloat16/int32 one already."""
+    idx = mx.array(np.asarray(rows, dtype=np.int32))
+    if x.dtype == mx.float32:
+        return mx.view(mx.view(x, mx.bfloat16)[idx], mx.float32)
+    return x[idx]
 
 
 def plain_kv(model) -> bool:
@@ -116,10 +135,6 @@ class PromptBatch:
     logits: mx.array
     cache: list | None
     lengths: list[int]
-    #: the cache's rows left-aligned once for continuing, and the rows continued so far
-    #: (:func:`continuation_cache`)
-    aligned: list | None = field(default=None, repr=False)
-    continued: int = 0
 
 
 #: Batches of the prompt pass launched on a GPU before the caller gets a batch: the device works
@@ -192,26 +207,18 @@ def last_logits(
         yield batch.idx, np.array(batch.logits)
 
 
-def _left_aligned(batch: PromptBatch, room: int) -> list:
-    """(keys, values) per layer of a kept batch cache with every row's ``lengths[r]`` positions
-    moved to end at the longest one (``max(lengths)``), followed by ``room`` free positions: one
-    copy of the batch (made at the first call; the right-padded cache is then released), from
-    which each continuation's rows are a single gather."""
-    if batch.aligned is None:
-        total = max(batch.lengths)
-        batch.aligned = [_rolled(c.keys, c.values, batch.lengths, total, room) for c in batch.cache]
-        batch.cache = None
-    return batch.aligned
-
-
-def _rolled(keys, values, lengths: Sequence[int], width: int, room: int) -> tuple:
-    """Rows of right-padded ``keys`` / ``values`` (row r holds ``lengths[r]`` positions) rolled to
-    end at ``width``, with ``room`` positions after it: position t of row r holds its position
-    t - (width - lengths[r]); those before (masked as left padding) and after ``width``
-    (overwritten as answers continue) hold what is clipped to."""
-    pad = mx.array([width - n for n in lengths])[:, None, None, None]
-    src = mx.clip(mx.arange(width + room)[None, None, :, None] - pad, 0, width - 1)
-    return mx.take_along_axis(keys, src, 2), mx.take_along_axis(values, src, 2)
+def _rolled(keys, values, rows: Sequence[int], lengths: Sequence[int], width: int, room: int) -> tuple:
+    """Rows ``rows`` of right-padded ``keys`` / ``values`` (row r holds ``lengths[r]`` positions)
+    rolled to end at ``width``, with ``room`` positions after it: position t of row r holds its
+    position t - (width - lengths[r]); those before (masked as left padding) and after ``width``
+    (overwritten as answers continue) hold what is clipped to. One row gather of the flattened
+    arrays (the kernel of :func:`_at`) selects and rolls the rows at once."""
+    n, heads, cap, dim = keys.shape
+    pad = mx.array([width - k for k in lengths])[:, None]
+    pos = mx.clip(mx.arange(width + room)[None, :] - pad, 0, width - 1)
+    base = (mx.array(list(rows))[:, None] * heads + mx.arange(heads)[None, :]) * cap
+    idx = base[:, :, None] + pos[:, None, :]
+    return tuple(mx.take(x.reshape(n * heads * cap, dim), idx, axis=0) for x in (keys, values))
 
 
 def continuation_cache(batch: PromptBatch, rows: Sequence[int], room: int = 0) -> list:
@@ -221,22 +228,13 @@ def continuation_cache(batch: PromptBatch, rows: Sequence[int], room: int = 0) -
     its own position with its padding masked, and with room for ``room`` more positions before
     mlx_lm grows it (by 256: a copy of every row).
 
-    The rows are gathered and rolled (two copies of them) until the rows continued from this
-    batch would outnumber its own; from then on they are gathered once from the batch's cache,
-    aligned once (:func:`_left_aligned`: one copy of the whole batch)."""
+    The rows are selected and rolled by one gather per layer from the batch's cache
+    (:func:`_rolled`), which stays as it is for the batch's other continuations."""
     from mlx_lm.models.cache import BatchKVCache
 
     lengths = [batch.lengths[r] for r in rows]
     width = max(lengths)
-    take = mx.array(list(rows))
-    batch.continued += len(rows)
-    if batch.aligned is not None or batch.continued > len(batch.lengths):
-        start = max(batch.lengths) - width  # the padding every one of these rows has
-        layers = [(k[take, :, start:], v[take, :, start:]) for k, v in _left_aligned(batch, room)]
-    else:
-        layers = [
-            _rolled(c.keys[take, :, :width], c.values[take, :, :width], lengths, width, room) for c in batch.cache
-        ]
+    layers = [_rolled(c.keys, c.values, rows, lengths, width, room) for c in batch.cache]
     out = []
     for keys, values in layers:
         c = BatchKVCache([width - n for n in lengths])
