@@ -101,3 +101,26 @@ def test_rows_with_nan_still_get_candidates():
     p[1, 100] = np.nan
     got = top_candidates(p, 65)
     assert got.shape == (4, 65) and set(got[0]) == set(np.lexsort((np.arange(49152), -p[0]))[:65].tolist())
+
+
+def test_row_gathers_equal_plain_indexing():
+    """gather_rows (float32 through a bfloat16 view) and the flat gathers that stand in for
+    take_along_axis copy exactly the values plain indexing gives, strided inputs included."""
+    import mlx.core as mx
+
+    from compbias.inference.scoring import _at, _rolled, gather_rows
+
+    rng = np.random.default_rng(3)
+    x = mx.array(rng.standard_normal((6, 10)).astype(np.float32))
+    for a in (x, x[1:, :7], x.astype(mx.bfloat16)):
+        for rows in ([4, 0, 4], np.array([2], dtype=np.int64)):
+            got, want = gather_rows(a, rows).astype(mx.float32), a.astype(mx.float32)
+            assert np.array_equal(np.array(got), np.array(want)[np.asarray(rows)])
+    h = mx.array(rng.standard_normal((3, 5, 4)).astype(np.float32))
+    last = mx.array([4, 0, 2])[:, None, None]
+    assert np.array_equal(np.array(_at(h, last)), np.array(mx.take_along_axis(h, last, axis=1)[:, 0]))
+    keys = mx.array(rng.standard_normal((3, 2, 6, 4)).astype(np.float32))
+    rolled, _ = _rolled(keys, keys, [2, 0], [5, 3], 5, 2)
+    k = np.array(keys)
+    for j, (r, n) in enumerate(zip([2, 0], [5, 3])):  # position t holds t - (5 - n), clipped to [0, 4]
+        assert np.array_equal(np.array(rolled[j]), k[r][:, np.clip(np.arange(7) - (5 - n), 0, 4)])
