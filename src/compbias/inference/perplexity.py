@@ -45,7 +45,9 @@ def sequence_losses(model, data: Sequence[Sequence[int]] | np.ndarray, batch_siz
     data = np.asarray(data)
     sums = []
     for s in range(0, len(data), batch_size):
-        batch = mx.array(data[s : s + batch_size])
+        # int32 ids: the embedding's gather kernel the prompt pass compiles already (on CUDA each
+        # gather's index dtype is compiled at its first use, seconds in a fresh process)
+        batch = mx.array(data[s : s + batch_size].astype(np.int32))
         logits = model(batch[:, :-1]).astype(mx.float32)
         losses = nn.losses.cross_entropy(logits, batch[:, 1:], reduction="none").sum(axis=1)
         mx.eval(losses)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from compbias.inference.noise import (
 )
 
 LETTERS = ("A", "B", "C")
+
+T = TypeVar("T")
 
 _STRICT = (
     re.compile(r"^\s*\(?([ABC])(?:[).:,;!\s]|$)"),
@@ -100,15 +103,19 @@ def sample_rows(
     return _by_blocks(_sample_block, np.asarray(logits), temperature, np.asarray(us), heads, block)
 
 
+def map_row_blocks(fn: Callable[[int, int], T], n: int, block: int) -> list[T]:
+    """``[fn(start, stop) ...]`` over consecutive blocks of ``block`` of ``n`` rows, in order, run
+    on a thread pool (numpy releases the GIL in its array loops); one call when ``n <= block`` or
+    there is one CPU. For work whose rows are independent, so that the blocking cannot change it."""
+    if n <= block or (os.cpu_count() or 1) == 1:
+        return [fn(0, n)]
+    return list(_pool().map(lambda a: fn(a, min(a + block, n)), range(0, n, block)))
+
+
 def _by_blocks(fn, logits: np.ndarray, temperature: float, keys: np.ndarray, heads, block: int) -> np.ndarray:
-    """``fn(logits, temperature, keys, heads)`` over blocks of ``block`` rows on the thread pool
-    (numpy releases the GIL). Rows are independent, so the result does not depend on the blocking."""
-    if len(logits) <= block or (os.cpu_count() or 1) == 1:
-        return fn(logits, temperature, keys, heads)
-    parts = _pool().map(
-        lambda a: fn(logits[a : a + block], temperature, keys[a : a + block], heads), range(0, len(logits), block)
-    )
-    return np.concatenate(list(parts))
+    """``fn(logits, temperature, keys, heads)`` over blocks of ``block`` rows (:func:`map_row_blocks`)."""
+    parts = map_row_blocks(lambda a, b: fn(logits[a:b], temperature, keys[a:b], heads), len(logits), block)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _sample_block(logits: np.ndarray, temperature: float, us: np.ndarray, heads: tuple[int, ...]) -> np.ndarray:

@@ -19,7 +19,7 @@ import mlx.core as mx
 import numpy as np
 import polars as pl
 
-from compbias.inference.sampling import LETTERS
+from compbias.inference.sampling import LETTERS, map_row_blocks
 
 #: Model types whose ``Model.__call__`` is ``model.model`` followed by the LM head, so the head can
 #: be applied to last positions only. Others run the full model call (same result, more work).
@@ -257,21 +257,44 @@ def top_candidates(p: np.ndarray, m: int) -> np.ndarray:
     the largest maxima, so ``v`` is found among those blocks' entries (a twelfth of the row for
     ``m`` = 65 and 49,152 tokens) rather than by partitioning the whole row; ``np.argpartition``
     over whole rows took three times as long, and picks among entries tied at ``v`` by its own
-    algorithm rather than by id. Rows of fewer than ``4 m`` blocks, or not a whole number of them,
-    find ``v`` in the whole row (the same result)."""
+    algorithm rather than by id. Every other block's entries are at most ``v``, so when exactly
+    ``m`` of the chosen blocks' entries reach ``v`` and no other block peaks at ``v``, they are
+    the row's candidates; other rows (ties at ``v``, NaN) are decided over the whole row, as are
+    rows of fewer than ``4 m`` blocks, or not a whole number of them (the same result)."""
     n, width = p.shape
     blocks = width // CANDIDATE_BLOCK
-    vals = p
+    out = np.empty((n, m), dtype=np.int64)
+    todo = np.arange(n)
     if blocks >= 4 * m and width % CANDIDATE_BLOCK == 0:
         peaks = p.reshape(n, blocks, CANDIDATE_BLOCK).max(axis=2)
         chosen = np.argpartition(np.negative(peaks), m - 1, axis=1)[:, :m]
         cols = (chosen[:, :, None] * CANDIDATE_BLOCK + np.arange(CANDIDATE_BLOCK)).reshape(n, -1)
         vals = np.take_along_axis(p, cols, axis=1)
-    kth = -np.partition(np.negative(vals), m - 1, axis=1)[:, m - 1]
+        kth = -np.partition(np.negative(vals), m - 1, axis=1)[:, m - 1]
+        inside = vals >= kth[:, None]
+        reaching = (peaks >= kth[:, None]).sum(axis=1)
+        chosen_reaching = (np.take_along_axis(peaks, chosen, axis=1) >= kth[:, None]).sum(axis=1)
+        # a NaN entry makes its block's peak NaN, hiding that block's other entries
+        fast = (inside.sum(axis=1) == m) & (reaching == chosen_reaching) & ~np.isnan(peaks).any(axis=1)
+        out[fast] = cols[fast][inside[fast]].reshape(-1, m)
+        todo = np.flatnonzero(~fast)
+        if not len(todo):
+            return out
+        out[todo] = _whole_row_candidates(p[todo], m, kth[todo])
+        return out
+    out[todo] = _whole_row_candidates(p, m, None)
+    return out
+
+
+def _whole_row_candidates(p: np.ndarray, m: int, kth: np.ndarray | None) -> np.ndarray:
+    """:func:`top_candidates` of rows of ``p`` decided over whole rows, given each row's ``m``-th
+    largest value ``kth`` (None: found here)."""
+    if kth is None:
+        kth = -np.partition(np.negative(p), m - 1, axis=1)[:, m - 1]
     at_least = p >= kth[:, None]
     count = at_least.sum(axis=1)
     tied, exact, short = count > m, count == m, count < m
-    out = np.empty((n, m), dtype=np.int64)
+    out = np.empty((len(p), m), dtype=np.int64)
     out[exact] = np.nonzero(at_least[exact])[1].reshape(-1, m)
     if short.any():  # NaN entries (a broken model) compare false: argpartition's order
         out[short] = np.argpartition(np.negative(p[short]), m - 1, axis=1)[:, :m]
@@ -280,6 +303,11 @@ def top_candidates(p: np.ndarray, m: int) -> np.ndarray:
         out[row, : len(above)] = above
         out[row, len(above) :] = np.flatnonzero(p[row] == kth[row])[: m - len(above)]
     return out
+
+
+#: Rows per block of :func:`distribution_rows`' host work; blocks run on a thread pool
+#: (:func:`compbias.inference.sampling.map_row_blocks`).
+DISTRIBUTION_BLOCK = 32
 
 
 def distribution_rows(
@@ -292,8 +320,21 @@ def distribution_rows(
     """Per row: letter probabilities and the head of the sorted sampling distribution.
 
     The head keeps tokens in descending probability (ties by id) until ``top_mass`` is covered
-    or ``max_top`` tokens are listed; draws beyond it fall back to a full recomputation.
+    or ``max_top`` tokens are listed; draws beyond it fall back to a full recomputation. Rows are
+    computed in blocks of :data:`DISTRIBUTION_BLOCK` on a thread pool: each row's values are
+    those of its own computation, whatever the blocking.
     """
+    parts = map_row_blocks(
+        lambda a, b: _distribution_block(logits[a:b], temperature, letter_ids, top_mass, max_top),
+        len(logits),
+        DISTRIBUTION_BLOCK,
+    )
+    return {key: [v for part in parts for v in part[key]] for key in ("p_letters", "top_ids", "top_probs")}
+
+
+def _distribution_block(
+    logits: np.ndarray, temperature: float, letter_ids: dict[str, list[int]], top_mass: float, max_top: int
+) -> dict[str, list]:
     # in place: the same values without three more (rows x vocab) float64 arrays to allocate
     z = logits.astype(np.float64)
     z /= max(temperature, 1e-8)
