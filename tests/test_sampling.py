@@ -4,11 +4,19 @@ import pytest
 from conftest import study_items
 
 from compbias.inference import prompts
-from compbias.inference.answering import answer_seed, role_of, score_items
+from compbias.inference.answering import answer_seed, role, score_items
 from compbias.inference.decoder import Decoder
 from compbias.inference.prompts import PromptSpec
 from compbias.inference.runtime import load_model, resolve_runtime
-from compbias.inference.sampling import Heads, invert, parse_letter, sample_rows, sorted_distribution, uniform
+from compbias.inference.sampling import (
+    LETTERS,
+    Heads,
+    invert,
+    parse_letter,
+    sample_rows,
+    sorted_distribution,
+    uniform,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,11 +56,87 @@ def test_invert_and_sorted_distribution():
 
 
 def test_roles():
-    assert role_of(None, 2, 0) == "invalid"
-    assert role_of(2, 2, 0) == "unknown"
-    assert role_of(0, 2, 0) == "biased"
-    assert role_of(1, 2, 0) == "anti"
-    assert role_of(1, 2, None) == "unresolved"
+    frame = pl.DataFrame(
+        {"choice": [None, 2, 0, 1, 1], "unknown": [2] * 5, "biased": [0, 0, 0, 0, None]},
+        schema={"choice": pl.Int64, "unknown": pl.Int64, "biased": pl.Int64},
+    )
+    got = frame.select(r=role(pl.col("choice"), pl.col("unknown"), pl.col("biased")))["r"].to_list()
+    assert got == ["invalid", "unknown", "biased", "anti", "unresolved"]
+
+
+def _answer_row(row: dict, seed: int, letter, text, parser: str) -> dict:
+    """One answer by its definition, row by row (the answers table before it was vectorised)."""
+    perm = row["perm"]
+    letter = letter if text is None else parse_letter(text, parser)
+    choice = perm[LETTERS.index(letter)] if letter else None
+    p = [0.0, 0.0, 0.0]
+    for j, L in enumerate(LETTERS):
+        p[perm[j]] = row[f"p_{L}"]
+    at = lambda i: None if i is None else p[i]  # noqa: E731
+    if choice is None:
+        kind = "invalid"
+    elif choice == row["unknown_idx"]:
+        kind = "unknown"
+    elif row["biased_idx"] is None:
+        kind = "unresolved"
+    else:
+        kind = "biased" if choice == row["biased_idx"] else "anti"
+    return {
+        **{k: row[k] for k in ("item_id", "category", "condition", "polarity", "shard")},
+        "seed": seed,
+        "choice": choice,
+        "role": kind,
+        "method": "first_token" if text is None else "continued",
+        "text": text,
+        **{f"p_ans{i}": p[i] for i in range(3)},
+        "letter_mass": sum(p),
+        "p_biased": at(row["biased_idx"]),
+        "p_anti": at(row["anti_idx"]),
+        "p_unknown": p[row["unknown_idx"]],
+        "compute_dtype": "float32",
+        "dequantized": True,
+    }
+
+
+def test_answer_rows_follow_their_definition_row_by_row():
+    """The vectorised answers table equals the row-by-row definition: shuffled option orders,
+    unresolved targets, invalid and continued answers."""
+    from compbias.inference.answering import ANSWER_SCHEMA, _answer_rows
+
+    rng = np.random.default_rng(5)
+    n = 300
+    perms = [list(prompts.PERMUTATIONS[k]) for k in rng.integers(0, 6, n)]
+    unknown = rng.integers(0, 3, n)
+    biased = [None if rng.random() < 0.2 else int((u + 1 + rng.integers(0, 2)) % 3) for u in unknown]
+    anti = [None if b is None else int(3 - u - b) for u, b in zip(unknown, biased)]
+    p = rng.dirichlet(np.ones(4), n)[:, :3]
+    joined = pl.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(n)],
+            "category": "Age",
+            "condition": "ambig",
+            "polarity": "neg",
+            "shard": 0,
+            "unknown_idx": unknown,
+            "biased_idx": biased,
+            "anti_idx": anti,
+            "perm": perms,
+            "p_A": p[:, 0],
+            "p_B": p[:, 1],
+            "p_C": p[:, 2],
+        },
+        schema_overrides={"biased_idx": pl.Int64, "anti_idx": pl.Int64},
+    )
+    pool = ["A", "B", "C", None]
+    letters = [pool[k] for k in rng.integers(0, 4, n)]
+    texts = [None if rng.random() < 0.8 else str(rng.choice(["B) x", "answer is C", "none", "(A"])) for _ in range(n)]
+    runtime = {"compute_dtype": "float32", "dequantize": True}
+    got = _answer_rows(joined, 7, letters, texts, "strict", runtime)
+    rows = joined.to_dicts()
+    want = pl.DataFrame(
+        [_answer_row(r, 7, x, t, "strict") for r, x, t in zip(rows, letters, texts)], schema=ANSWER_SCHEMA
+    )
+    assert got.equals(want) and set(got["role"]) == {"invalid", "unknown", "unresolved", "biased", "anti"}
 
 
 def test_shuffled_permutation_is_a_keyed_permutation():

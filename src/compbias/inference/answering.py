@@ -77,15 +77,19 @@ def _logits_dtype(runtime: Mapping[str, Any]) -> str:
     return "bfloat16" if runtime["compute_dtype"] == "native" else runtime["compute_dtype"]
 
 
-def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
-    """Role of an answer: invalid, unknown, unresolved (target null), biased or anti."""
-    if choice is None:
-        return "invalid"
-    if choice == unknown:
-        return "unknown"
-    if biased is None:
-        return "unresolved"
-    return "biased" if choice == biased else "anti"
+def role(choice: pl.Expr, unknown: pl.Expr, biased: pl.Expr) -> pl.Expr:
+    """Role of an answer: invalid (no choice), unknown, unresolved (target null), biased or anti."""
+    return (
+        pl.when(choice.is_null())
+        .then(pl.lit("invalid"))
+        .when(choice == unknown)
+        .then(pl.lit("unknown"))
+        .when(biased.is_null())
+        .then(pl.lit("unresolved"))
+        .when(choice == biased)
+        .then(pl.lit("biased"))
+        .otherwise(pl.lit("anti"))
+    )
 
 
 def seed_outcomes(
@@ -277,50 +281,72 @@ def answer_seed(
     token itself where the head cannot decide it); the answers are the same either way.
     """
     joined = _joined(items, scores)
-    table = joined.to_dicts()
     answered = precomputed_seeds(scores)
     if seed in answered:
         k = answered.index(seed)
-        letters = [r["answer_letters"][k] for r in table]
-        texts = {i: r["answer_texts"][k] for i, r in enumerate(table) if r["answer_texts"][k] is not None}
-        runtime = runtime or {"compute_dtype": table[0]["compute_dtype"], "dequantize": table[0]["dequantized"]}
+        letters = joined["answer_letters"].list.get(k).to_list()
+        texts = joined["answer_texts"].list.get(k).to_list()
+        runtime = runtime or {"compute_dtype": joined["compute_dtype"][0], "dequantize": joined["dequantized"][0]}
     else:
         if decoder is None or runtime is None:
             raise ValueError(f"seed {seed}: not answered by the scores job; a decoder and runtime are needed")
         n_vocab = joined["n_vocab"][0] if "n_vocab" in joined.columns else None
+        table = joined.to_dicts()
         decode = _rows_decoder(decoder, table)
-        letters, texts = seed_outcomes(table, [seed], decoder.rng, decode, n_vocab, _logits_dtype(runtime))[seed]
-    rows = []
-    for i, row in enumerate(table):
-        perm: Sequence[int] = row["perm"]
-        text = texts.get(i)
-        letter = letters[i] if text is None else parse_letter(text, parser)
-        choice = perm[LETTERS.index(letter)] if letter else None
-        p = [0.0, 0.0, 0.0]
-        for j, L in enumerate(LETTERS):
-            p[perm[j]] = row[f"p_{L}"]
-        by_idx = lambda i, p=p: None if i is None else p[i]  # noqa: E731
-        rows.append(
-            {
-                "item_id": row["item_id"],
-                "category": row["category"],
-                "condition": row["condition"],
-                "polarity": row["polarity"],
-                "shard": row["shard"],
-                "seed": seed,
-                "choice": choice,
-                "role": role_of(choice, row["unknown_idx"], row["biased_idx"]),
-                "method": "first_token" if text is None else "continued",
-                "text": text,
-                "p_ans0": p[0],
-                "p_ans1": p[1],
-                "p_ans2": p[2],
-                "letter_mass": sum(p),
-                "p_biased": by_idx(row["biased_idx"]),
-                "p_anti": by_idx(row["anti_idx"]),
-                "p_unknown": p[row["unknown_idx"]],
-                "compute_dtype": runtime["compute_dtype"],
-                "dequantized": runtime["dequantize"],
-            }
+        letters, by_row = seed_outcomes(table, [seed], decoder.rng, decode, n_vocab, _logits_dtype(runtime))[seed]
+        texts = [by_row.get(i) for i in range(len(table))]
+    return _answer_rows(joined, seed, letters, texts, parser, runtime)
+
+
+def _answer_rows(
+    joined: pl.DataFrame,
+    seed: int,
+    letters: Sequence[str | None],
+    texts: Sequence[str | None],
+    parser: str,
+    runtime: Mapping[str, Any],
+) -> pl.DataFrame:
+    """The answers table (:data:`ANSWER_SCHEMA`) of one seed: per row of ``joined`` (items with
+    their scores) its first-token letter, or the letter parsed from its continued text, mapped
+    through the row's option order to the chosen option, its role and the options' probabilities."""
+    parsed = [letter if text is None else parse_letter(text, parser) for letter, text in zip(letters, texts)]
+    position = pl.Series([None if x is None else LETTERS.index(x) for x in parsed], dtype=pl.Int64)
+    perm = pl.col("perm")
+    # option o's probability is that of the letter shown at the position perm puts o
+    p_option = [
+        pl.when(perm.list.get(0) == o)
+        .then(pl.col("p_A"))
+        .when(perm.list.get(1) == o)
+        .then(pl.col("p_B"))
+        .otherwise(pl.col("p_C"))
+        .alias(f"p_ans{o}")
+        for o in range(3)
+    ]
+
+    def at(index: str) -> pl.Expr:
+        return (
+            pl.when(pl.col(index) == 0)
+            .then("p_ans0")
+            .when(pl.col(index) == 1)
+            .then("p_ans1")
+            .when(pl.col(index) == 2)
+            .then("p_ans2")
         )
-    return pl.DataFrame(rows, schema=ANSWER_SCHEMA)
+
+    choice = pl.col("choice")
+    text = pl.Series("text", list(texts), dtype=pl.String)
+    return (
+        joined.with_columns(choice=perm.list.get(position), text=text, seed=pl.lit(seed, pl.Int64))
+        .with_columns(*p_option)
+        .with_columns(
+            role=role(choice, pl.col("unknown_idx"), pl.col("biased_idx")),
+            method=pl.when(pl.col("text").is_null()).then(pl.lit("first_token")).otherwise(pl.lit("continued")),
+            letter_mass=pl.col("p_ans0") + pl.col("p_ans1") + pl.col("p_ans2"),
+            p_biased=at("biased_idx"),
+            p_anti=at("anti_idx"),
+            p_unknown=at("unknown_idx"),
+            compute_dtype=pl.lit(runtime["compute_dtype"], pl.String),
+            dequantized=pl.lit(runtime["dequantize"], pl.Boolean),
+        )
+        .select([pl.col(c).cast(t) for c, t in ANSWER_SCHEMA.items()])
+    )
