@@ -29,6 +29,7 @@ import math
 import resource
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,38 @@ class TimedDecoder(Decoder):
         return self._timed(super().continue_batch, batch, rows, item_ids, seeds, firsts)
 
 
+@contextmanager
+def host_times(decoder: TimedDecoder):
+    """Seconds of (c)'s host work outside the forwards, added up while the block runs:
+    ``tokens`` (rendering and tokenizing the prompts), ``heads`` (``distribution_rows``),
+    ``draws`` (``seed_outcomes`` less the continuations it starts) and ``answers`` (the answers
+    tables, which the caller adds). The functions are wrapped where their callers look them up."""
+    from compbias.inference import answering, scoring
+
+    times = dict.fromkeys(("tokens", "heads", "draws", "answers"), 0.0)
+
+    def timed(fn, key, less_decoding=False):
+        def wrapper(*args, **kwargs):
+            t, d = time.perf_counter(), decoder.seconds
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                times[key] += time.perf_counter() - t - (decoder.seconds - d if less_decoding else 0.0)
+
+        return wrapper
+
+    saved = [(PromptSpec, "tokens"), (scoring, "distribution_rows"), (answering, "seed_outcomes")]
+    originals = [getattr(owner, name) for owner, name in saved]
+    PromptSpec.tokens = timed(PromptSpec.tokens, "tokens")
+    scoring.distribution_rows = timed(scoring.distribution_rows, "heads")
+    answering.seed_outcomes = timed(answering.seed_outcomes, "draws", less_decoding=True)
+    try:
+        yield times
+    finally:
+        for (owner, name), fn in zip(saved, originals):
+            setattr(owner, name, fn)
+
+
 def run_compbias(model, tokenizer, items, seeds, temp, runtime, batch_tokens, max_batch, continuation="auto"):
     """(c): what a scores job and its answers jobs do: the scores job answers every seed
     (score_and_answer, ``continuation`` as ``runtime.continuation``: batch_cache continues from
@@ -291,17 +324,20 @@ def run_compbias(model, tokenizer, items, seeds, temp, runtime, batch_tokens, ma
     mode = resolve_continuation(continuation)
     options = decoder_options(runtime.device, max_batch, mode)
     decoder = TimedDecoder(lambda: (model, tokenizer), spec, temp, 5, batch_tokens, max_batch, **options)
-    with Stage() as st:
+    with Stage() as st, host_times(decoder) as host:
         t0 = time.perf_counter()
         limits = (batch_tokens, max_batch)
         pre = score_and_answer(
             model, tokenizer, items, spec, seeds[0], seeds, decoder, runtime.as_dict(), *limits, mode
         )
+        t1 = time.perf_counter()
         answers = pl.concat([answer_seed(items, pre, s, None, "lenient") for s in seeds])
+        host["answers"] = time.perf_counter() - t1
         st.decode_seconds = decoder.seconds
         st.score_seconds = time.perf_counter() - t0 - decoder.seconds
         st.answer_seconds = decoder.seconds
         st.continuation = mode
+    st.host = host
     return pre, answers, st
 
 
@@ -708,6 +744,8 @@ def report(m: Measurement) -> None:
     print(
         f"{f'    of which continuing, {len(seeds)} seeds':<36}{'':>8}{c_st.decode_seconds:>9.2f}   methods {m.methods}"
     )
+    host = ", ".join(f"{k} {v:.2f}" for k, v in c_st.host.items())
+    print(f"    prompt pass's host work (s): {host}; the rest: forwards and waiting for them")
     if native:
         nlet, nst, ndtype, n_nat = native
         line(f"(a) generate loop, native {ndtype}", len(nlet), nst, len(nlet) / nst.seconds)
@@ -789,7 +827,8 @@ def report(m: Measurement) -> None:
         f"speedup_vs_batch_generate={fmt(m.speed_b)} matmul_gflops={mm_mlx:.1f} "
         f"numpy_gflops={mm_np:.1f} prompt_gflops={m.prompt_gflops:.1f} "
         f"prompt_vs_matmul={m.prompt_gflops / mm_mlx:.2f} computed_vs_matmul={m.computed_gflops / mm_mlx:.2f} "
-        f"forward_vs_matmul={m.forward_gflops / mm_mlx:.2f}"
+        f"forward_vs_matmul={m.forward_gflops / mm_mlx:.2f} "
+        + " ".join(f"host_{k}_s={v:.2f}" for k, v in m.compbias.host.items())
     )
 
 
