@@ -89,3 +89,14 @@ def study(tmp_path_factory, tiny_model, shared_bbq):
     run = snakemake(work, "--cores", "2", "all")
     assert run.returncode == 0, run.stderr[-5000:]
     return work, cfg
+
+
+def role_of(choice: int | None, unknown: int, biased: int | None) -> str:
+    """Role of one answer by its definition (compbias.inference.answering.role, one value)."""
+    if choice is None:
+        return "invalid"
+    if choice == unknown:
+        return "unknown"
+    if biased is None:
+        return "unresolved"
+    return "biased" if choice == biased else "anti"

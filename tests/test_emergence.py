@@ -3,8 +3,8 @@
 import numpy as np
 import polars as pl
 import pytest
+from conftest import role_of
 
-from compbias.inference.answering import role_of
 from compbias.inference.sampling import LETTERS, Heads
 from compbias.stats.emergence import EXPECTED_COLUMNS, expected_emergence
 from compbias.stats.virtual_seeds import (

@@ -1,7 +1,7 @@
 import numpy as np
 import polars as pl
 import pytest
-from conftest import study_items
+from conftest import role_of, study_items
 
 from compbias.inference import prompts
 from compbias.inference.answering import answer_seed, role, score_items
@@ -73,23 +73,15 @@ def _answer_row(row: dict, seed: int, letter, text, parser: str) -> dict:
     for j, L in enumerate(LETTERS):
         p[perm[j]] = row[f"p_{L}"]
     at = lambda i: None if i is None else p[i]  # noqa: E731
-    if choice is None:
-        kind = "invalid"
-    elif choice == row["unknown_idx"]:
-        kind = "unknown"
-    elif row["biased_idx"] is None:
-        kind = "unresolved"
-    else:
-        kind = "biased" if choice == row["biased_idx"] else "anti"
     return {
         **{k: row[k] for k in ("item_id", "category", "condition", "polarity", "shard")},
         "seed": seed,
         "choice": choice,
-        "role": kind,
+        "role": role_of(choice, row["unknown_idx"], row["biased_idx"]),
         "method": "first_token" if text is None else "continued",
         "text": text,
         **{f"p_ans{i}": p[i] for i in range(3)},
-        "letter_mass": sum(p),
+        "letter_mass": p[0] + p[1] + p[2],  # not sum(): compensated on Python >= 3.12
         "p_biased": at(row["biased_idx"]),
         "p_anti": at(row["anti_idx"]),
         "p_unknown": p[row["unknown_idx"]],

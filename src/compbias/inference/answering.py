@@ -341,6 +341,7 @@ def _answer_rows(
         .with_columns(
             role=role(choice, pl.col("unknown_idx"), pl.col("biased_idx")),
             method=pl.when(pl.col("text").is_null()).then(pl.lit("first_token")).otherwise(pl.lit("continued")),
+            # left to right on every Python (its sum() of floats is compensated from 3.12 on)
             letter_mass=pl.col("p_ans0") + pl.col("p_ans1") + pl.col("p_ans2"),
             p_biased=at("biased_idx"),
             p_anti=at("anti_idx"),
