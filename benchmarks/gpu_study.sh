@@ -7,7 +7,8 @@
 # EXTRA (environment) is added to the snakemake command, e.g. EXTRA="--set-resources
 # scores:gpu_mem_mb=60000" to let two scores jobs share the card (their batches then halve).
 # Prints RESULT wall_s=... model_compute_s=... (the model jobs' summed run time, from their
-# benchmark files) and the rest, then benchmarks.rule_times' table.
+# benchmark files) and the rest, the share of the wall time during which a prompt pass ran
+# (benchmarks.prompt_passes), then benchmarks.rule_times' table.
 set -euo pipefail
 tok=$1 data=$(cd "$2" && pwd) work=${3:-/tmp/compbias-study} cores=${4:-12} mem=${5:-135000}
 root=$(cd "$(dirname "$0")/.." && pwd) py=${PYTHON:-python}
@@ -45,4 +46,5 @@ print("per rule (summed s):", {k: round(v, 1) for k, v in sorted(total.items())}
 print(f"RESULT wall_s={wall:.0f} model_jobs_s={model:.0f} scores_s={total.get('scores', 0):.0f} "
       f"other_jobs_s={sum(total.values()) - model:.0f}")
 EOF
+"$py" -m benchmarks.prompt_passes "$work/run/logs" "$wall" || true
 "$py" -m benchmarks.rule_times "$work/run/results" || true
