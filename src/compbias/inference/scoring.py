@@ -263,26 +263,22 @@ def top_candidates(p: np.ndarray, m: int) -> np.ndarray:
     rows of fewer than ``4 m`` blocks, or not a whole number of them (the same result)."""
     n, width = p.shape
     blocks = width // CANDIDATE_BLOCK
+    if blocks < 4 * m or width % CANDIDATE_BLOCK:
+        return _whole_row_candidates(p, m, None)
+    peaks = p.reshape(n, blocks, CANDIDATE_BLOCK).max(axis=2)
+    chosen = np.argpartition(np.negative(peaks), m - 1, axis=1)[:, :m]
+    cols = (chosen[:, :, None] * CANDIDATE_BLOCK + np.arange(CANDIDATE_BLOCK)).reshape(n, -1)
+    vals = np.take_along_axis(p, cols, axis=1)
+    kth = -np.partition(np.negative(vals), m - 1, axis=1)[:, m - 1]
+    inside = vals >= kth[:, None]
+    reaching = (peaks >= kth[:, None]).sum(axis=1)
+    chosen_reaching = (np.take_along_axis(peaks, chosen, axis=1) >= kth[:, None]).sum(axis=1)
+    # a NaN entry makes its block's peak NaN, hiding that block's other entries
+    fast = (inside.sum(axis=1) == m) & (reaching == chosen_reaching) & ~np.isnan(peaks).any(axis=1)
     out = np.empty((n, m), dtype=np.int64)
-    todo = np.arange(n)
-    if blocks >= 4 * m and width % CANDIDATE_BLOCK == 0:
-        peaks = p.reshape(n, blocks, CANDIDATE_BLOCK).max(axis=2)
-        chosen = np.argpartition(np.negative(peaks), m - 1, axis=1)[:, :m]
-        cols = (chosen[:, :, None] * CANDIDATE_BLOCK + np.arange(CANDIDATE_BLOCK)).reshape(n, -1)
-        vals = np.take_along_axis(p, cols, axis=1)
-        kth = -np.partition(np.negative(vals), m - 1, axis=1)[:, m - 1]
-        inside = vals >= kth[:, None]
-        reaching = (peaks >= kth[:, None]).sum(axis=1)
-        chosen_reaching = (np.take_along_axis(peaks, chosen, axis=1) >= kth[:, None]).sum(axis=1)
-        # a NaN entry makes its block's peak NaN, hiding that block's other entries
-        fast = (inside.sum(axis=1) == m) & (reaching == chosen_reaching) & ~np.isnan(peaks).any(axis=1)
-        out[fast] = cols[fast][inside[fast]].reshape(-1, m)
-        todo = np.flatnonzero(~fast)
-        if not len(todo):
-            return out
-        out[todo] = _whole_row_candidates(p[todo], m, kth[todo])
-        return out
-    out[todo] = _whole_row_candidates(p, m, None)
+    out[fast] = cols[fast][inside[fast]].reshape(-1, m)
+    if not fast.all():
+        out[~fast] = _whole_row_candidates(p[~fast], m, kth[~fast])
     return out
 
 
