@@ -285,12 +285,13 @@ class TimedDecoder(Decoder):
 @contextmanager
 def host_times(decoder: TimedDecoder):
     """Seconds of (c)'s host work outside the forwards, added up while the block runs:
-    ``tokens`` (rendering and tokenizing the prompts), ``heads`` (``distribution_rows``),
-    ``draws`` (``seed_outcomes`` less the continuations it starts) and ``answers`` (the answers
-    tables, which the caller adds). The functions are wrapped where their callers look them up."""
+    ``tokens`` (rendering and tokenizing the prompts), ``wait`` (copying each batch's logits to
+    the host, which waits for its forward), ``heads`` (``distribution_rows``), ``draws``
+    (``seed_outcomes`` less the continuations it starts) and ``answers`` (the answers tables,
+    which the caller adds). The functions are wrapped where their callers look them up."""
     from compbias.inference import answering, scoring
 
-    times = dict.fromkeys(("tokens", "heads", "draws", "answers"), 0.0)
+    times = dict.fromkeys(("tokens", "wait", "heads", "draws", "answers"), 0.0)
 
     def timed(fn, key, less_decoding=False):
         def wrapper(*args, **kwargs):
@@ -302,9 +303,15 @@ def host_times(decoder: TimedDecoder):
 
         return wrapper
 
-    saved = [(PromptSpec, "tokens"), (scoring, "distribution_rows"), (answering, "seed_outcomes")]
+    saved = [
+        (PromptSpec, "tokens"),
+        (scoring, "host_logits"),
+        (scoring, "distribution_rows"),
+        (answering, "seed_outcomes"),
+    ]
     originals = [getattr(owner, name) for owner, name in saved]
     PromptSpec.tokens = timed(PromptSpec.tokens, "tokens")
+    scoring.host_logits = timed(scoring.host_logits, "wait")
     scoring.distribution_rows = timed(scoring.distribution_rows, "heads")
     answering.seed_outcomes = timed(answering.seed_outcomes, "draws", less_decoding=True)
     try:
@@ -745,7 +752,10 @@ def report(m: Measurement) -> None:
         f"{f'    of which continuing, {len(seeds)} seeds':<36}{'':>8}{c_st.decode_seconds:>9.2f}   methods {m.methods}"
     )
     host = ", ".join(f"{k} {v:.2f}" for k, v in c_st.host.items())
-    print(f"    prompt pass's host work (s): {host}; the rest: forwards and waiting for them")
+    print(
+        f"    prompt pass's host work and waits (s): {host};\n"
+        "    the rest: launching batches (on a CPU their forwards run then), bookkeeping"
+    )
     if native:
         nlet, nst, ndtype, n_nat = native
         line(f"(a) generate loop, native {ndtype}", len(nlet), nst, len(nlet) / nst.seconds)

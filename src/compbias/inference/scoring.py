@@ -351,6 +351,11 @@ def _distribution_block(
     return {"p_letters": letters.tolist(), "top_ids": top_ids, "top_probs": top_probs}
 
 
+def host_logits(batch: PromptBatch) -> np.ndarray:
+    """A batch's logits copied to the host: where the prompt pass waits for the batch's forward."""
+    return np.array(batch.logits)
+
+
 def score(
     model,
     token_lists: Sequence[Sequence[int]],
@@ -371,7 +376,7 @@ def score(
     top_probs: list = [None] * n
     n_vocab = 0
     for batch in prompt_batches(model, token_lists, batch_tokens, max_batch, keep_cache=on_batch is not None):
-        logits = np.array(batch.logits)
+        logits = host_logits(batch)
         rows = distribution_rows(logits, temperature, letter_ids)
         n_vocab = logits.shape[1]
         if on_batch is not None:
