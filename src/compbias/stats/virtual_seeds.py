@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import polars as pl
 
+from compbias.inference.answering import role
 from compbias.inference.sampling import LETTERS
 
 VIRTUAL_SEED_OFFSET = 1_000_000_000
@@ -81,15 +82,11 @@ def head_outcomes(scores: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFra
         )
         .with_columns(option=pl.col("perm").list.get(pl.col("li"), null_on_oob=True))
         .with_columns(
-            code=pl.when(pl.col("option").is_null())
-            .then(CONTINUE)
-            .when(pl.col("option") == pl.col("unknown_idx"))
-            .then(UNKNOWN)
-            .when(pl.col("biased_idx").is_null())
-            .then(UNRESOLVED)
-            .when(pl.col("option") == pl.col("biased_idx"))
-            .then(BIASED)
-            .otherwise(ANTI)
+            # the answers table's roles; a token that is no letter (no option) continues
+            code=role(pl.col("option"), pl.col("unknown_idx"), pl.col("biased_idx")).replace_strict(
+                {"invalid": CONTINUE, "unknown": UNKNOWN, "unresolved": UNRESOLVED, "biased": BIASED, "anti": ANTI},
+                return_dtype=pl.Int8,
+            )
         )
     )
     codes = np.full((df.height, width), CONTINUE, dtype=np.int8)
