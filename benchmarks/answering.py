@@ -303,21 +303,19 @@ def host_times(decoder: TimedDecoder):
 
         return wrapper
 
-    saved = [
-        (PromptSpec, "tokens"),
-        (scoring, "host_logits"),
-        (scoring, "distribution_rows"),
-        (answering, "seed_outcomes"),
+    wrapped = [
+        (PromptSpec, "tokens", "tokens"),
+        (scoring, "host_logits", "wait"),
+        (scoring, "distribution_rows", "heads"),
+        (answering, "seed_outcomes", "draws"),
     ]
-    originals = [getattr(owner, name) for owner, name in saved]
-    PromptSpec.tokens = timed(PromptSpec.tokens, "tokens")
-    scoring.host_logits = timed(scoring.host_logits, "wait")
-    scoring.distribution_rows = timed(scoring.distribution_rows, "heads")
-    answering.seed_outcomes = timed(answering.seed_outcomes, "draws", less_decoding=True)
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in wrapped]
+    for owner, name, key in wrapped:
+        setattr(owner, name, timed(getattr(owner, name), key, less_decoding=key == "draws"))
     try:
         yield times
     finally:
-        for (owner, name), fn in zip(saved, originals):
+        for owner, name, fn in originals:
             setattr(owner, name, fn)
 
 
