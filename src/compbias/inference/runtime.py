@@ -144,7 +144,11 @@ def resolve_runtime(
         device = "metal"
     else:
         device = "cuda"
-    if device != "cpu":
+    if device == "cpu":
+        from compbias.inference.cpu_attention import use_jit_softmax
+
+        use_jit_softmax()
+    else:
         # Several jobs share one GPU: MLX's buffer cache would otherwise grow towards the whole
         # device in each of them (seen: out-of-memory with four concurrent jobs on an H200).
         mx.set_cache_limit(int(cache_limit_gb * 2**30))
