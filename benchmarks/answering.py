@@ -544,6 +544,23 @@ class Measurement:
         return max(self.mm_before[1], self.mm_after[1])
 
 
+def run_tokens(prompts: list, batch_tokens: int, max_batch: int) -> tuple[int, int]:
+    """(shared prefix, padded suffix tokens) of the prompt pass over ``prompts``: the prefix is
+    run once, each batch's suffixes padded to its longest."""
+    from compbias.inference.scoring import batches, common_prefix
+
+    n_prefix = common_prefix(prompts)
+    suffix = [len(p) - n_prefix for p in prompts]
+    return n_prefix, sum(len(b) * max(suffix[i] for i in b) for b in batches(suffix, batch_tokens, max_batch))
+
+
+def computed_flops(counts: dict[str, int], n_prefix: int, padded: int, n_prompts: int) -> float:
+    """The matmul FLOPs the prompt pass runs (attention excluded): the body's parameters
+    (:func:`param_counts`) over the prefix once and the padded suffixes, the LM head over one
+    position per prompt."""
+    return 2 * counts["body"] * (n_prefix + padded) + 2 * counts["head"] * n_prompts
+
+
 def forward_seconds(model, prompts: list, batch_tokens: int, max_batch: int) -> float:
     """Seconds of the prompt pass's forwards alone: the same batches, their logits evaluated and
     nothing done with them (no sampling, no continuation, no copy to the host)."""
@@ -575,11 +592,8 @@ def run(s: Settings) -> Measurement:
     prompts_ref = prompts_all[:n_ref]
     n_tokens = sum(len(p) for p in prompts_all)
     from compbias.inference.sampling import letter_token_ids
-    from compbias.inference.scoring import batches, common_prefix
 
-    n_prefix = common_prefix(prompts_all)
-    suffix_lengths = [len(p) - n_prefix for p in prompts_all]
-    padded = sum(len(b) * max(suffix_lengths[i] for i in b) for b in batches(suffix_lengths, batch_tokens, max_batch))
+    n_prefix, padded = run_tokens(prompts_all, batch_tokens, max_batch)
     counts = param_counts(model)
     dtype = weight_dtype(model)
     # the matmul the prompt pass runs: model dtype; a GPU needs a large one to reach its peak
@@ -636,7 +650,7 @@ def run(s: Settings) -> Measurement:
     # every item, as if nothing were shared); computed = 2 x body params x the tokens actually
     # run (prefix once, padded suffixes) + 2 x LM head x one position per item; no attention
     eff_flops = 2 * counts["total"] * n_tokens
-    done_flops = 2 * counts["body"] * (n_prefix + padded) + 2 * counts["head"] * items.height
+    done_flops = computed_flops(counts, n_prefix, padded, items.height)
 
     # ---- agreement inputs
     sub = scores.head(n_ref)
