@@ -70,3 +70,21 @@ def test_installed_unless_off():
         assert mx.fast.scaled_dot_product_attention is want
     finally:
         cpu_attention.use_jit_softmax()
+
+
+@pytest.mark.skipif(not X86_LINUX, reason="the one-lane softmax of x86-64 Linux wheels")
+def test_self_check_keeps_mlx_own_where_the_bits_differ(monkeypatch):
+    cpu_attention.same_bits.cache_clear()
+    try:
+        assert cpu_attention.same_bits()
+        cpu_attention.same_bits.cache_clear()
+        monkeypatch.setattr(
+            cpu_attention, "attention", lambda q, k, v, **kw: cpu_attention._ORIGINAL(q, k, v, **kw) * 1.5
+        )
+        assert not cpu_attention.same_bits()
+        assert cpu_attention.use_jit_softmax("auto") is False
+        assert mx.fast.scaled_dot_product_attention is cpu_attention._ORIGINAL
+    finally:
+        monkeypatch.undo()
+        cpu_attention.same_bits.cache_clear()
+        cpu_attention.use_jit_softmax()

@@ -9,14 +9,17 @@ written as the kernel computes it on x86-64, where its SIMD width is one lane: t
 ``exp(x - max)`` (a compiled kernel: MLX's JIT builds it, with hardware fma where
 :func:`compbias.inference.cpu_jit.use_fma_jit` applies), the sum from left to right and a
 multiply by its reciprocal. The same operations in the same order give the same bits
-(``tests/test_cpu_attention.py``); on 2 cores one SmolLM2 layer's attention over 16 x 60 queries
-took 7.6 ms instead of 13.2.
+(``tests/test_cpu_attention.py``), and :func:`use_jit_softmax` checks them once per process
+(:func:`same_bits`). On 2 cores one SmolLM2 layer's attention over 16 x 60 queries took 7.6 ms
+instead of 13.2.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+from functools import lru_cache
 
 import mlx.core as mx
 
@@ -34,9 +37,9 @@ def _softmax(scores: mx.array) -> mx.array:
 
 
 def attention(q, k, v, *, scale, mask=None, sinks=None, force_fused=False, stream=None):
-    """``mx.fast.scaled_dot_product_attention`` (same arguments and results); float32 inputs on
-    the CPU without sinks run :mod:`this module's <compbias.inference.cpu_attention>` softmax,
-    anything else MLX's own function."""
+    """``mx.fast.scaled_dot_product_attention`` (same arguments and results): float32 inputs on
+    the CPU without sinks run the ops of MLX's fallback with this module's softmax, anything
+    else MLX's own function."""
     if (
         sinks is not None
         or force_fused
@@ -66,13 +69,37 @@ def attention(q, k, v, *, scale, mask=None, sinks=None, force_fused=False, strea
     return mx.flatten(out, 1, 2) if repeats > 1 else out
 
 
+@lru_cache(maxsize=1)
+def same_bits() -> bool:
+    """Whether :func:`attention` gives MLX's own bits here, on a few grouped-head cases (causal,
+    left-padded), checked once per process: another MLX build (a wider softmax kernel, another
+    order of its sum) would not, and then MLX's own stays."""
+    key = mx.random.key(7)
+    with mx.stream(mx.cpu):
+        q, k, v = (
+            mx.random.normal(s, key=mx.random.split(key, 3)[i])
+            for i, s in enumerate(((3, 6, 9, 16), (3, 2, 21, 16), (3, 2, 21, 16)))
+        )
+        q = q * 20
+        left = (mx.arange(21)[None, None, None, :] >= mx.array([0, 4, 9])[:, None, None, None]) & (
+            mx.arange(12, 21)[:, None] >= mx.arange(21)[None]
+        )
+        for mask in ("causal", left):
+            want, got = _ORIGINAL(q, k, v, scale=0.25, mask=mask), attention(q, k, v, scale=0.25, mask=mask)
+            if not mx.array_equal(mx.view(want, mx.uint32), mx.view(got, mx.uint32)).item():
+                logging.getLogger("compbias").warning("CPU attention differs from MLX's own here: MLX's is kept")
+                return False
+    return True
+
+
 def use_jit_softmax(setting: str | None = None) -> bool:
     """Make :func:`attention` MLX's ``mx.fast.scaled_dot_product_attention`` in this process
     (mlx_lm's models look it up there at each call). Only on x86-64 Linux, where the wheel's
-    softmax is the one-lane kernel :func:`attention` reproduces; ``setting`` (default the
-    ``COMPBIAS_CPU_SOFTMAX`` environment variable) ``off`` leaves MLX's own. Returns whether
-    it is installed."""
+    softmax is the one-lane kernel :func:`attention` reproduces, and where :func:`same_bits`
+    holds; ``setting`` (default the ``COMPBIAS_CPU_SOFTMAX`` environment variable) ``off``
+    leaves MLX's own. Returns whether it is installed."""
     setting = setting or os.environ.get("COMPBIAS_CPU_SOFTMAX", "auto")
-    applies = setting != "off" and platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")
+    linux_x86 = platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")
+    applies = setting != "off" and linux_x86 and same_bits()
     mx.fast.scaled_dot_product_attention = attention if applies else _ORIGINAL
     return applies
