@@ -283,6 +283,21 @@ class TimedDecoder(Decoder):
 
 
 @contextmanager
+def wrapping(targets: list[tuple], wrap):
+    """Each ``(owner, name, *args)`` of ``targets``: ``owner.name`` replaced by
+    ``wrap(original, *args)`` while the block runs (where its callers look it up), and put back
+    after."""
+    originals = [(owner, name, getattr(owner, name)) for owner, name, *_ in targets]
+    for owner, name, *args in targets:
+        setattr(owner, name, wrap(getattr(owner, name), *args))
+    try:
+        yield
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+
+
+@contextmanager
 def host_times(decoder: TimedDecoder):
     """Seconds of (c)'s host work outside the forwards, added up while the block runs:
     ``tokens`` (rendering and tokenizing the prompts), ``wait`` (copying each batch's logits to
@@ -309,14 +324,8 @@ def host_times(decoder: TimedDecoder):
         (scoring, "distribution_rows", "heads"),
         (answering, "seed_outcomes", "draws"),
     ]
-    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in wrapped]
-    for owner, name, key in wrapped:
-        setattr(owner, name, timed(getattr(owner, name), key, less_decoding=key == "draws"))
-    try:
+    with wrapping(wrapped, lambda fn, key: timed(fn, key, less_decoding=key == "draws")):
         yield times
-    finally:
-        for owner, name, fn in originals:
-            setattr(owner, name, fn)
 
 
 def run_compbias(model, tokenizer, items, seeds, temp, runtime, batch_tokens, max_batch, continuation="auto"):
@@ -544,6 +553,13 @@ class Measurement:
         return max(self.mm_before[1], self.mm_after[1])
 
 
+def matmul_shape(device: str, dtype: str) -> tuple[int, str]:
+    """The matmul that gives the prompt pass's reference rate on ``device`` for weights of
+    ``dtype``: the model's dtype (float32 when it is not a float), large on a GPU, which needs
+    that to reach its peak."""
+    return (2048 if device == "cpu" else 8192, dtype if dtype in MM_DTYPES else "float32")
+
+
 def run_tokens(prompts: list, batch_tokens: int, max_batch: int) -> tuple[int, int]:
     """(shared prefix, padded suffix tokens) of the prompt pass over ``prompts``: the prefix is
     run once, each batch's suffixes padded to its longest."""
@@ -596,8 +612,7 @@ def run(s: Settings) -> Measurement:
     n_prefix, padded = run_tokens(prompts_all, batch_tokens, max_batch)
     counts = param_counts(model)
     dtype = weight_dtype(model)
-    # the matmul the prompt pass runs: model dtype; a GPU needs a large one to reach its peak
-    mm_shape = (2048 if runtime.device == "cpu" else 8192, dtype if dtype in MM_DTYPES else "float32")
+    mm_shape = matmul_shape(runtime.device, dtype)
     mm_before = matmul_gflops(*mm_shape)
 
     # warm-up: each method once on a few prompts with its own sampler, so one-time

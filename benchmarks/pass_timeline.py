@@ -63,14 +63,8 @@ def recording():
         (scoring, "distribution_rows", "heads", lambda a: len(a[0])),
         (bench.TimedDecoder, "continue_batch", "continue", lambda a: len(a[2])),
     ]
-    originals = [(owner, name, getattr(owner, name)) for owner, name, _, _ in wrapped]
-    for owner, name, kind, rows in wrapped:
-        setattr(owner, name, timed(getattr(owner, name), kind, rows))
-    try:
+    with bench.wrapping(wrapped, timed):
         yield events
-    finally:
-        for owner, name, fn in originals:
-            setattr(owner, name, fn)
 
 
 def run_variant(variant: str, model, tokenizer, items, runtime, limits) -> tuple[float, float]:
@@ -118,9 +112,7 @@ def main(argv=None) -> None:
     bench.run_compbias(model, tokenizer, items.head(4), bench.STUDY_SEEDS, 0.3, runtime, *limits)  # warm-up
     n_prefix, padded = bench.run_tokens(prompts, *limits)
     flops = bench.computed_flops(bench.param_counts(model), n_prefix, padded, len(prompts))
-    dtype = bench.weight_dtype(model)
-    mm_shape = (2048 if runtime.device == "cpu" else 8192, dtype if dtype in bench.MM_DTYPES else "float32")
-    matmul = bench.matmul_gflops(*mm_shape)[0] * 1e9
+    matmul = bench.matmul_gflops(*bench.matmul_shape(runtime.device, bench.weight_dtype(model)))[0] * 1e9
     mx.reset_peak_memory()
     forward = min(bench.forward_seconds(model, prompts, *limits) for _ in range(2))
     print(
